@@ -1,0 +1,54 @@
+"""Plain-torch leaf kernels: the truth every fused kernel is tested against.
+
+Shapes: ``B`` streams, ``n`` leaves, ``d`` leaf size, ``M`` ring-buffer slots,
+``N`` open (gated-in) leaves after compaction.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
+                   mem_v: torch.Tensor, mem_valid: torch.Tensor, keys: torch.Tensor,
+                   values: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gated geometric core: each open leaf attends over its own past and all leaves.
+
+    Args:
+        q: compacted queries of the open leaves, ``[N, d]``.
+        stream: stream index of each query, ``[N]`` (sorted ascending).
+        mem_k, mem_v, mem_valid: each query leaf's ring buffer ``[N, M, d]`` and
+            which slots are filled ``[N, M]``.
+        keys, values: every leaf's current key and value, ``[B, n, d]``.
+        temperature: softmax temperature ``T``.
+
+    Returns:
+        ``(a, entropy)``: attention output ``[N, d]`` and the entropy of each
+        query's attention weights in nats ``[N]``.
+
+    The global part runs on queries padded per stream (``[B, P, d]``, ``P`` the
+    most open leaves in one stream), so its cost is ``O(open * n)`` rather than
+    dense ``O(n^2)``; weights are explicit because the entropy is an observable.
+    """
+    N, d = q.shape
+    B, n, _ = keys.shape
+    if N == 0:
+        return q.new_zeros(0, d), q.new_zeros(0)
+    counts = torch.bincount(stream, minlength=B)                        # [B]
+    offsets = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(N, device=q.device) - offsets[stream]            # rank within stream
+    P = int(counts.max())
+    q_pad = q.new_zeros(B, P, d)
+    q_pad[stream, pos] = q
+    s_glob = (q_pad @ keys.transpose(1, 2))[stream, pos] / temperature  # [N, n]
+    s_mem = torch.einsum("nd,nmd->nm", q, mem_k) / temperature          # [N, M]
+    s_mem = s_mem.masked_fill(~mem_valid, float("-inf"))
+    logits = torch.cat([s_mem, s_glob], dim=-1)                         # [N, M + n]
+    logw = torch.log_softmax(logits, dim=-1)
+    w = logw.exp()
+    M = mem_k.shape[1]
+    w_pad = q.new_zeros(B, P, n)
+    w_pad[stream, pos] = w[:, M:]
+    a = torch.einsum("nm,nmd->nd", w[:, :M], mem_v) + (w_pad @ values)[stream, pos]  # [N, d]
+    entropy = -(w * logw.nan_to_num(neginf=0.0)).sum(-1)
+    return a, entropy

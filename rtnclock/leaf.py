@@ -1,0 +1,95 @@
+"""Leaf thermodynamic neuron: geometric core and its ring-buffer memory.
+
+The inertial core is an ordinary level (``BlockLevel`` with the sensory stream
+as ``up``).  The geometric core runs at the leaf's ticks, only for open leaves:
+``a = softmax(q K^T / T) V`` over the leaf's own recent past (a ring buffer
+written at its ticks) and every leaf's current key.  The math lives in
+``rtnclock.kernels`` behind one dispatch point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import kernels
+from .level import init_weight
+
+
+@dataclass
+class LeafMemory:
+    """Ring buffers of past keys/values, one per leaf (state as data).
+
+    Attributes:
+        keys, values: ``[B, n, M, d]``.
+        writes: total writes per leaf ``[B, n]``; slot ``writes % M`` is next.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    writes: torch.Tensor
+
+    @classmethod
+    def empty(cls, B: int, n: int, M: int, d: int, *, device, dtype) -> "LeafMemory":
+        """Memory with no entries."""
+        z = torch.zeros(B, n, M, d, device=device, dtype=dtype)
+        return cls(z, z.clone(), torch.zeros(B, n, dtype=torch.long, device=device))
+
+    def valid(self) -> torch.Tensor:
+        """Which slots hold an entry: ``[B, n, M]``."""
+        M = self.keys.shape[2]
+        return torch.arange(M, device=self.writes.device) < self.writes.clamp(max=M).unsqueeze(-1)
+
+    def write(self, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> None:
+        """Append ``k, v`` (``[B, n, d]``) for the leaves where ``mask`` (``[B, n]``) holds."""
+        M = self.keys.shape[2]
+        if M == 0 or not bool(mask.any()):
+            return
+        b, i = mask.nonzero(as_tuple=True)
+        slot = self.writes[b, i] % M
+        self.keys[b, i, slot] = k[b, i]
+        self.values[b, i, slot] = v[b, i]
+        self.writes[b, i] += 1
+
+
+class LeafCore(nn.Module):
+    """Query/key/value projections of the leaves' geometric core."""
+
+    def __init__(self, dim: int, *, generator: torch.Generator, dtype: torch.dtype):
+        super().__init__()
+        self.W_q = init_weight(dim, dim, 1.0, generator, dtype)
+        self.W_k = init_weight(dim, dim, 1.0, generator, dtype)
+        self.W_v = init_weight(dim, dim, 1.0, generator, dtype)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current keys and values of every leaf, ``[B, n, d]`` each."""
+        return x @ self.W_k.T, x @ self.W_v.T
+
+    def attend(self, x: torch.Tensor, open_: torch.Tensor, memory: LeafMemory,
+               temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention output and entropy for the open leaves (zeros elsewhere).
+
+        Args:
+            x: leaf states at the tick ``[B, n, d]``.
+            open_: leaves whose gate is open ``[B, n]`` (bool).
+            memory: ring buffers (read, not written).
+            temperature: softmax temperature.
+
+        Returns:
+            ``a [B, n, d]`` and attention entropy ``[B, n]``.
+        """
+        keys, values = self.keys_values(x)
+        a = torch.zeros_like(x)
+        ent = x.new_zeros(x.shape[:2])
+        if not bool(open_.any()):
+            return a, ent
+        b, i = open_.nonzero(as_tuple=True)                       # sorted by stream
+        q = x[b, i] @ self.W_q.T                                   # [N, d]
+        attn = kernels.get("leaf_attention", x.device.type)
+        out, h = attn(q, b, memory.keys[b, i], memory.values[b, i], memory.valid()[b, i],
+                      keys, values, temperature)
+        a = a.index_put((b, i), out)
+        ent = ent.index_put((b, i), h)
+        return a, ent

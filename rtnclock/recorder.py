@@ -1,0 +1,82 @@
+"""Recorders: plug-ins that receive every level tick (``NullRecorder`` does nothing).
+
+The scheduler calls ``start(config)``, then ``record(tick)`` once per level tick
+in the declared order, then ``close()``; a store (Zarr) is one more recorder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import Config
+
+RECORDED = ("t", "state", "gate", "surprise", "entropy", "free_energy", "active", "cost", "full_cost")
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    """What one level tick produced.
+
+    Attributes:
+        level, n, t: level, integer leaf-tick count and time in seconds.
+        state: block states at the tick ``[B, n_k, d_k]``.
+        gate, surprise, entropy, free_energy: per block ``[B, n_k]`` (``F = U - tau S``).
+        active: blocks integrated in the window that just closed ``[B, n_k]``.
+        cost, full_cost: cost units this tick and under full execution.
+        escalated: the tick was forced by a child's escalation.
+    """
+
+    level: int
+    n: int
+    t: float
+    state: torch.Tensor
+    gate: torch.Tensor
+    surprise: torch.Tensor
+    entropy: torch.Tensor
+    free_energy: torch.Tensor
+    active: torch.Tensor
+    cost: float
+    full_cost: float
+    escalated: bool = False
+
+
+class NullRecorder:
+    """Records nothing (the default)."""
+
+    def start(self, config: Config) -> None:
+        """Called once before the first tick."""
+
+    def record(self, tick: TickRecord) -> None:
+        """Called once per level tick."""
+
+    def close(self) -> None:
+        """Called once after the last tick (also when the run fails)."""
+
+
+class MemoryRecorder(NullRecorder):
+    """Keeps every tick in memory; ``trajectory(k)`` stacks a level's ticks."""
+
+    def __init__(self):
+        self.ticks: dict[int, list[TickRecord]] = {}
+        self.config: Config | None = None
+
+    def start(self, config: Config) -> None:
+        self.config = config
+        self.ticks = {k: [] for k in range(config.n_levels)}
+
+    def record(self, tick: TickRecord) -> None:
+        self.ticks[tick.level].append(tick)
+
+    def trajectory(self, level: int) -> dict[str, torch.Tensor]:
+        """Level ``level``'s recorded ticks, each field stacked along a leading time axis."""
+        ticks = self.ticks[level]
+        out = {"t": torch.tensor([r.t for r in ticks], dtype=torch.float64),
+               "n": torch.tensor([r.n for r in ticks]),
+               "cost": torch.tensor([r.cost for r in ticks], dtype=torch.float64),
+               "full_cost": torch.tensor([r.full_cost for r in ticks], dtype=torch.float64),
+               "escalated": torch.tensor([r.escalated for r in ticks])}
+        for name in ("state", "gate", "surprise", "entropy", "free_energy", "active"):
+            out[name] = torch.stack([getattr(r, name) for r in ticks])
+        return out

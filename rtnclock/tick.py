@@ -1,0 +1,304 @@
+"""What a level does on its tick, shared by every driver (multi-clock, lockstep).
+
+The hierarchy is a hybrid, sampled-data system: between its ticks a level's
+ODE sees its inputs held at the last messages.  A tick of level ``k`` at leaf
+tick ``n`` closes the window ``[last, n]`` (:func:`close_window`: window means,
+surprise, exact coarse-up integral, escalation) and then, top-down,
+:func:`open_window` sets the gate and sends prior-down and demand to the
+children, waking or putting subtrees to sleep.  All of it is state as data
+(:class:`SimState`), so a run can be checkpointed and rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import Config
+from .events import EventLog
+from .gate import binary_entropy, surprise
+from .integrate import Segment, SolveStats, solve
+from .leaf import LeafMemory
+from .messages import block_spin, to_children
+from .model import DTYPES, RTNModel
+from .recorder import TickRecord
+from .stream import SensoryWindow, Stream
+
+
+@dataclass
+class LevelState:
+    """Everything a level carries between ticks; tensors are ``[B, n_k, ...]``."""
+
+    h: torch.Tensor            # state at the last tick            [B, n_k, d_k]
+    up: torch.Tensor           # held coarse-up message            [B, n_k, d_up]
+    down: torch.Tensor         # held prior from the parent        [B, n_k, d_k]
+    demand: torch.Tensor       # held parent gate                  [B, n_k]
+    gate: torch.Tensor         # gate held over the current window [B, n_k]
+    open: torch.Tensor         # fine path runs (gate > theta)     [B, n_k] bool
+    active: torch.Tensor       # integrated (all ancestors open)   [B, n_k] bool
+    acc_y: torch.Tensor        # int y dt since the parent's tick  [B, n_k, d_0]
+    surprise: torch.Tensor     # surprise of the last window       [B, n_k]
+    entropy: torch.Tensor      # gate (+ attention) entropy        [B, n_k]
+    last_n: int = 0
+    next_n: int = 0            # next tick on the level's own grid
+    pending: dict | None = None
+    attn: torch.Tensor | None = None          # leaves: held attention output [B, n, d_0]
+    memory: LeafMemory | None = None          # leaves: ring buffers
+    cost: float = 0.0          # cost units of the tick in progress
+    escalated: bool = False
+
+
+@dataclass
+class SimState:
+    """The whole simulation state: one :class:`LevelState` per level plus counters."""
+
+    levels: list[LevelState]
+    n: int = 0
+    end_n: int = 0
+    totals: dict = field(default_factory=dict)
+
+
+class Hierarchy:
+    """Binds a model, its config and a stream to the tick operations.
+
+    Args:
+        model: the parameters.
+        stream: the sensory input (already on the model's device and dtype).
+        events: log to append gate/escalation events to.
+        stats: solver counters.
+    """
+
+    def __init__(self, model: RTNModel, stream: Stream, events: EventLog, stats: SolveStats):
+        self.model, self.cfg, self.stream = model, model.config, stream
+        self.events, self.stats = events, stats
+        self.K = self.cfg.K
+        self.b = self.cfg.branching
+        self.dt0 = self.cfg.base_period
+        self.theta = self.cfg.gate_theta
+        self.ticks = self.cfg.resolved("period_ticks")
+
+    # ---- construction --------------------------------------------------
+    def initial_state(self, end_n: int) -> SimState:
+        """All states zero, every level about to tick at ``n = 0``; only the root active."""
+        B, cfg = self.stream.batch, self.cfg
+        p = next(self.model.parameters())
+        kw = dict(device=p.device, dtype=p.dtype)
+        dims, d0 = cfg.resolved("dims"), self.model.out_dim
+        levels = []
+        for k in range(cfg.n_levels):
+            n_k, d = cfg.blocks(k), dims[k]
+            up = cfg.input_dim if k == 0 else d0
+            st = LevelState(
+                h=torch.zeros(B, n_k, d, **kw), up=torch.zeros(B, n_k, up, **kw),
+                down=torch.zeros(B, n_k, d, **kw), demand=torch.zeros(B, n_k, **kw),
+                gate=torch.zeros(B, n_k, **kw), open=torch.zeros(B, n_k, dtype=torch.bool, device=p.device),
+                active=torch.full((B, n_k), k == self.K, dtype=torch.bool, device=p.device),
+                acc_y=torch.zeros(B, n_k, d0, **kw), surprise=torch.zeros(B, n_k, **kw),
+                entropy=torch.zeros(B, n_k, **kw))
+            if k == 0:
+                st.attn = torch.zeros(B, n_k, d, **kw)
+                st.memory = LeafMemory.empty(B, n_k, cfg.memory_size, d, **kw)
+            levels.append(st)
+        return SimState(levels=levels, n=0, end_n=end_n, totals={k: dict(cost=0.0, full=0.0)
+                                                                 for k in range(cfg.n_levels)})
+
+    def t(self, n: int) -> float:
+        """Time in seconds of leaf tick ``n``."""
+        return n * self.dt0
+
+    # ---- closing a window (bottom-up) -----------------------------------
+    def close_window(self, state: SimState, k: int, n: int) -> torch.Tensor:
+        """Close level ``k``'s window ``[last_n, n]``; returns the escalating blocks ``[B, n_k]``.
+
+        Uses the pending solve when it ends at ``n`` (or, for leaves, covers
+        ``n``); otherwise (an escalation tick) integrates the window now.
+        """
+        st, cfg = state.levels[k], self.cfg
+        L_ticks = n - st.last_n
+        st.cost = 0.0
+        if L_ticks == 0:
+            return torch.zeros_like(st.active)
+        L = L_ticks * self.dt0
+        h_end, H = self._window_result(st, k, n)
+        act = st.active
+        h_bar = H / L
+        x_bar = block_spin(self.stream.integral(self.t(st.last_n), self.t(n)), self.b**k) / L
+        e = surprise(x_bar, self.model.gates[k].predict(h_bar, st.down))
+        st.surprise = torch.where(act, e, torch.zeros_like(e))
+        g_eff = (st.gate * st.open).unsqueeze(-1)                           # [B, n_k, 1]
+        if k == 0:
+            Y = (1 - g_eff) * H + g_eff * st.attn * L                        # [B, n_0, d_0]
+        else:
+            C = self.model.coarse(k).integral(H, L)                          # [B, n_k, d_0]
+            child = state.levels[k - 1]
+            kids = torch.where(st.open.unsqueeze(-1), block_spin(child.acc_y, self.b), C)
+            Y = C + g_eff * (kids - C)
+            st.up = kids / L
+            child.acc_y = torch.zeros_like(child.acc_y)
+        st.acc_y = st.acc_y + torch.where(act.unsqueeze(-1), Y, torch.zeros_like(Y))
+        st.h = torch.where(act.unsqueeze(-1), h_end, st.h)
+        st.last_n = n
+        st.cost += float(act.sum()) * self.model.block_cost(k)
+        thr = cfg.escalation_threshold
+        if thr is None or k == self.K:
+            return torch.zeros_like(act)
+        return act & (st.surprise > thr)
+
+    def _window_result(self, st: LevelState, k: int, n: int):
+        """``(h(n), int_{last}^{n} h dt)`` from the pending solve, or a fresh solve."""
+        p = st.pending
+        if p is not None:
+            pos, last = p["pos"], st.last_n
+            if n in pos and (last == p["start"] or last in pos):
+                i = pos[n]
+                H = p["H"][i] - p["H"][pos[last]] if last != p["start"] else p["H"][i]
+                if n == p["end"]:
+                    st.pending = None
+                return p["h"][i], H
+        st.pending = None
+        h, H = self.integrate([(k, n, 1)], {k: st}, st.last_n)[k]
+        return h[-1], H[-1]
+
+    # ---- opening the next window (top-down) ------------------------------
+    def open_window(self, state: SimState, k: int, n: int) -> None:
+        """Set level ``k``'s gate for the next window and message its children."""
+        st, cfg = state.levels[k], self.cfg
+        act = st.active
+        g = self.model.gates[k].gate(st.surprise, st.demand)
+        g = torch.where(act, g, torch.zeros_like(g))
+        new_open = act & (g > self.theta)
+        self.events.log_mask(n, "gate_open", k, new_open & ~st.open)
+        self.events.log_mask(n, "gate_close", k, st.open & ~new_open)
+        st.gate, st.open = g, new_open
+        st.entropy = torch.where(act, binary_entropy(g), torch.zeros_like(g))
+        if k == 0:
+            a, h_att = self.model.leaf.attend(st.h, new_open, st.memory, cfg.temperature)
+            st.attn = a
+            st.entropy = st.entropy + h_att
+            st.memory.write(*self.model.leaf.keys_values(st.h), act)
+            st.cost += float(new_open.sum()) * self.model.attention_cost(cfg.blocks(0))
+            return
+        child = state.levels[k - 1]
+        child.down = self.model.prior(k)(st.h)                               # [B, n_{k-1}, d_{k-1}]
+        child.demand = to_children(g, self.b)
+        kids_active = to_children(new_open, self.b)
+        woke = kids_active & ~child.active
+        if bool(woke.any()):
+            self.events.log_mask(n, "wake", k - 1, woke)
+            child.h = torch.where(woke.unsqueeze(-1), child.down, child.h)
+            child.pending = None
+        slept = child.active & ~kids_active
+        if bool(slept.any()):
+            child.gate = torch.where(slept, torch.zeros_like(child.gate), child.gate)
+        child.active = kids_active
+
+    def free_energy(self, st: LevelState) -> torch.Tensor:
+        """``F = U - tau S`` per block."""
+        return st.surprise - self.cfg.free_energy_tau * st.entropy
+
+    def full_cost(self, k: int) -> float:
+        """Cost units of one tick of level ``k`` with every block active and open."""
+        n_k = self.cfg.blocks(k)
+        full = self.stream.batch * n_k * self.model.block_cost(k)
+        if k == 0:
+            full += self.stream.batch * n_k * self.model.attention_cost(n_k)
+        return float(full)
+
+    def record(self, state: SimState, k: int, n: int) -> TickRecord:
+        """The :class:`TickRecord` of level ``k``'s tick at ``n`` (and add up the cost).
+
+        The tick at ``n = 0`` closes no window and costs nothing.
+        """
+        st = state.levels[k]
+        full = self.full_cost(k)
+        if n == 0:
+            full, st.cost = 0.0, 0.0
+        totals = state.totals[k]
+        totals["ticks"] = totals.get("ticks", 0) + 1
+        totals["cost"] += st.cost
+        totals["full"] += full
+        return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
+                          entropy=st.entropy, free_energy=self.free_energy(st), active=st.active,
+                          cost=st.cost, full_cost=float(full), escalated=st.escalated)
+
+    # ---- integration -----------------------------------------------------
+    def integrate(self, plan, levels: dict, start: int) -> dict:
+        """Integrate several levels from leaf tick ``start`` in one solver call.
+
+        Args:
+            plan: ``(k, end_n, sub_ticks)`` per level: integrate to ``end_n`` with
+                outputs at ``sub_ticks`` equally spaced ticks (the last at ``end_n``).
+            levels: ``{k: LevelState}``.
+            start: leaf tick where every window starts.
+
+        Returns:
+            ``{k: (h, H)}``, each ``[sub_ticks, B, n_k, d_k]``; dormant rows keep
+            their state and ``H`` (cumulative from ``start``) is zero there.
+        """
+        t0 = self.t(start)
+        segments, order = [], []
+        for k, end, subs in plan:
+            st = levels[k]
+            rows = st.active.reshape(-1).nonzero().flatten()
+            if rows.numel() == 0:
+                continue
+            sel = None if rows.numel() == st.active.numel() else rows   # compaction
+            span = (end - start) * self.dt0
+            if k == 0:
+                i0, frames = self.stream.window(t0, t0 + span)               # [F, B, n_0, c]
+                frames = frames.reshape(frames.shape[0], -1, frames.shape[-1])
+                up = SensoryWindow(frames if sel is None else frames[:, sel], i0 * self.stream.dt,
+                                   self.stream.dt)
+            else:
+                up = _rows(st.up, sel)
+            module = self.model.levels[k]
+            segments.append(Segment(level=k, module=module, h0=_rows(st.h, sel),
+                                    inputs=module.inputs(up, _rows(st.down, sel)),
+                                    t0=t0, span=span, rows=rows, n_blocks=st.h.shape[1]))
+            order.append((k, subs, sel))
+        fracs = sorted({i / subs for _, subs, _ in order for i in range(1, subs + 1)})
+        results = solve(segments, fracs, self.cfg, self.stats) if segments else []
+        out = {}
+        for (k, subs, sel), (h, H) in zip(order, results):
+            idx = [fracs.index(i / subs) for i in range(1, subs + 1)]
+            base = levels[k].h
+            out[k] = (_scatter(h[idx], base, sel), _scatter(H[idx], torch.zeros_like(base), sel))
+        for k, _, subs in plan:
+            if k not in out:                                                 # nothing active
+                base = levels[k].h
+                out[k] = (base.expand(subs, *base.shape), torch.zeros(subs, *base.shape,
+                                                                      dtype=base.dtype, device=base.device))
+        return out
+
+    def solve_ahead(self, state: SimState, plan) -> None:
+        """Eagerly integrate the next windows of the levels in ``plan`` (one call).
+
+        ``plan`` is ``(k, end_n, sub_ticks)`` per level, all starting at ``state.n``.
+        """
+        n = state.n
+        levels = {k: state.levels[k] for k, _, _ in plan}
+        for k, (h, H) in self.integrate(plan, levels, n).items():
+            end, subs = next((e, s) for kk, e, s in plan if kk == k)
+            ticks = [n + (end - n) * i // subs for i in range(1, subs + 1)]
+            levels[k].pending = dict(start=n, end=end, h=h, H=H, pos={t: i for i, t in enumerate(ticks)})
+
+
+def _rows(x: torch.Tensor, rows):
+    flat = x.reshape(-1, x.shape[-1])
+    return flat if rows is None else flat[rows]
+
+
+def _scatter(vals: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
+    """``[T, R, d]`` rows back into ``[T, B, n, d]`` (other rows from ``base``)."""
+    T = vals.shape[0]
+    if rows is None:
+        return vals.reshape(T, *base.shape)
+    full = base.reshape(1, -1, base.shape[-1]).repeat(T, 1, 1)
+    full[:, rows] = vals
+    return full.reshape(T, *base.shape)
+
+
+def dtype_of(config: Config) -> torch.dtype:
+    """The torch dtype a config asks for."""
+    return DTYPES[config.dtype]
