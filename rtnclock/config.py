@@ -9,14 +9,17 @@ and what is allowed; unknown keys raise.  Per-level fields accept one value
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import ConfigError
 
-#: torchdiffeq methods rtnclock accepts (``scipy_solver`` cannot batch or backprop).
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+#: torchdiffeq methods rtnclock accepts.  ``scipy_solver`` runs scipy's
+#: ``solve_ivp`` (DOP853) on the CPU: a tight reference, not differentiable.
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "scipy_solver")
 FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 METHODS = ADAPTIVE_METHODS + FIXED_METHODS
 GATE_MODES = ("free", "open", "closed")
@@ -219,6 +222,23 @@ class Config:
     def temperature(self) -> float:
         """Attention softmax temperature."""
         return self.attention_temperature or math.sqrt(self._resolved["dims"][0])
+
+
+@contextlib.contextmanager
+def quiet_scipy():
+    """Hide scipy's 'min_step has no effect' warning.
+
+    torchdiffeq's scipy wrapper always passes ``min_step``, which DOP853 ignores.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The following arguments have no effect",
+                                category=UserWarning)
+        yield
+
+
+def solver_options(config: Config) -> dict | None:
+    """torchdiffeq ``options`` for an adaptive method (scipy: DOP853, an explicit 8th-order RK)."""
+    return {"solver": "DOP853"} if config.method == "scipy_solver" else None
 
 
 def _number(name, v):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torchdiffeq import odeint
 
-from .config import FIXED_METHODS, Config
+from .config import FIXED_METHODS, Config, quiet_scipy, solver_options
 from .errors import SolverError
 
 
@@ -100,13 +100,15 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
         return torch.cat(out)
 
     s_out = torch.tensor([0.0, *fractions], dtype=y0.dtype, device=y0.device)
-    kwargs = dict(method=config.method, rtol=config.rtol, atol=config.atol)
+    kwargs = dict(method=config.method, rtol=config.rtol, atol=config.atol,
+                  options=solver_options(config))
     if config.method in FIXED_METHODS:
         step = config.step_size or config.base_period / 4
         kwargs["options"] = {"grid_constructor": _grid(step / segments[0].span)}
     start = time.perf_counter()
     try:
-        ys = odeint(rhs, y0, s_out, **kwargs)[1:]                    # [len(fractions), total]
+        with quiet_scipy():
+            ys = odeint(rhs, y0, s_out, **kwargs)[1:]                    # [len(fractions), total]
     except (AssertionError, RuntimeError) as err:
         seg = segments[0]
         raise SolverError(f"solver {config.method!r} could not step: {err}", level=seg.level,
