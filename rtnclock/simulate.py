@@ -14,6 +14,7 @@ from .errors import ConfigError, StreamError
 from .events import EventLog
 from .integrate import SolveStats
 from .model import DTYPES, RTNModel
+from .observables import level_observables
 from .recorder import NullRecorder
 from .references import run_continuous, run_loop
 from .stream import Stream
@@ -58,6 +59,11 @@ class Run:
         if not hasattr(self.recorder, "trajectory"):
             raise TypeError("trajectory() needs simulate(..., recorder=MemoryRecorder())")
         return self.recorder.trajectory(level)
+
+    def observables(self, level: int) -> dict[str, torch.Tensor]:
+        """Per recorded tick of one level: U, S, F, open fraction, cost, effective rank."""
+        return level_observables(self.trajectory(level), self.config.gate_theta,
+                                 self.config.free_energy_tau)
 
     def cost(self) -> tuple[float, float]:
         """``(executed, full)`` cost units summed over levels."""

@@ -20,10 +20,13 @@ from .events import EventLog
 from .gate import binary_entropy, surprise
 from .integrate import Segment, SolveStats, solve
 from .leaf import LeafMemory
-from .messages import block_spin, to_children
+from .messages import COARSE_UP, GATE_DEMAND, PRIOR_DOWN, Message, block_spin, to_children
 from .model import DTYPES, RTNModel
 from .recorder import TickRecord
 from .stream import SensoryWindow, Stream
+
+
+_MAILBOX = {COARSE_UP: "up", PRIOR_DOWN: "down", GATE_DEMAND: "demand"}
 
 
 @dataclass
@@ -134,7 +137,7 @@ class Hierarchy:
             child = state.levels[k - 1]
             kids = torch.where(st.open.unsqueeze(-1), block_spin(child.acc_y, self.b), C)
             Y = C + g_eff * (kids - C)
-            st.up = kids / L
+            self.deliver(state, Message(COARSE_UP, k - 1, k, self.t(n), kids / L))
             child.acc_y = torch.zeros_like(child.acc_y)
         st.acc_y = st.acc_y + torch.where(act.unsqueeze(-1), Y, torch.zeros_like(Y))
         st.h = torch.where(act.unsqueeze(-1), h_end, st.h)
@@ -180,8 +183,9 @@ class Hierarchy:
             st.cost += float(new_open.sum()) * self.model.attention_cost(cfg.blocks(0))
             return
         child = state.levels[k - 1]
-        child.down = self.model.prior(k)(st.h)                               # [B, n_{k-1}, d_{k-1}]
-        child.demand = to_children(g, self.b)
+        t = self.t(n)
+        self.deliver(state, Message(PRIOR_DOWN, k, k - 1, t, self.model.prior(k)(st.h)))
+        self.deliver(state, Message(GATE_DEMAND, k, k - 1, t, to_children(g, self.b)))
         kids_active = to_children(new_open, self.b)
         woke = kids_active & ~child.active
         if bool(woke.any()):
@@ -192,6 +196,15 @@ class Hierarchy:
         if bool(slept.any()):
             child.gate = torch.where(slept, torch.zeros_like(child.gate), child.gate)
         child.active = kids_active
+
+    @staticmethod
+    def deliver(state: SimState, msg: Message) -> None:
+        """Put a message in its destination's mailbox, held until the next one.
+
+        Mailboxes are the held inputs: coarse-up -> ``up`` ``[B, n_k, d_0]``,
+        prior-down -> ``down`` ``[B, n_k, d_k]``, gate demand -> ``demand`` ``[B, n_k]``.
+        """
+        setattr(state.levels[msg.destination], _MAILBOX[msg.kind], msg.payload)
 
     def free_energy(self, st: LevelState) -> torch.Tensor:
         """``F = U - tau S`` per block."""
