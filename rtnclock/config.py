@@ -94,8 +94,8 @@ class Config:
     atol: float = 1e-7
     step_size: float | None = None
     gate_a: Any = 4.0
-    gate_beta: Any = 2.0
-    gate_bias: Any = -2.0
+    gate_beta: Any = 1.0
+    gate_bias: Any = -1.0
     gate_theta: float = 0.5
     gate_mode: Any = "free"
     escalation_threshold: float | None = 1.0
