@@ -10,14 +10,14 @@ class RtnclockError(Exception):
 
 
 class ConfigError(RtnclockError, ValueError):
-    """A configuration field is missing, unknown or out of range.
+    """A configuration field, option or name is unknown or out of range.
 
     The message names the field, the offending value and what is allowed.
     """
 
     def __init__(self, field: str, value, allowed: str):
         self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(f"config field {field!r}: got {value!r}; allowed: {allowed}")
+        super().__init__(f"{field!r}: got {value!r}; allowed: {allowed}")
 
 
 class StreamError(RtnclockError, ValueError):

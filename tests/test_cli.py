@@ -55,6 +55,6 @@ def test_errors_are_one_line_and_exit_2(capsys, argv, named):
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("rtnclock: error: config field ")
+    assert lines[0].startswith("rtnclock: error: '")
     assert named in lines[0]
     assert captured.out == ""                                     # failed before the header
