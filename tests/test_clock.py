@@ -107,3 +107,11 @@ def test_same_seed_same_result_other_seed_differs():
         [(e.n, e.kind, e.level, e.block) for e in b.events]
     c = simulate(cfg.replace(seed=cfg.seed + 1), stream)
     assert not torch.allclose(a.final_states()[0], c.final_states()[0])
+
+
+def test_leaves_only_hierarchy_batches_and_matches_stepwise():
+    cfg = test_config(K=0, gate_mode="free", gate_bias=0.5, memory_size=3)
+    stream = smooth_stream(cfg, 1.0)                       # 100 leaf ticks: two batches of 64 and 36
+    multi, step = simulate(cfg, stream), simulate(cfg, stream, mode="stepwise")
+    _assert_states_close(_final(multi), _final(step), atol=1e-8)
+    assert multi.stats.calls == {0: 2} and step.stats.calls == {0: 100}
