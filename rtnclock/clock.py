@@ -30,10 +30,19 @@ PRIO_CLOSE = 100      # + k: bottom-up
 PRIO_OPEN = 200       # + (K - k): top-down
 PRIO_SOLVE = 300
 PRIO_RECORD = 400     # + k
-PHASES = ("frame", "close+coarse-up", "gate+prior-down", "solve", "record")
 
 #: With no parent to change its inputs, the root leaf (K = 0) solves this many ticks per call.
 LEAF_BATCH = 64
+
+
+def schedule_summary(K: int) -> str:
+    """The declared order of events at one moment for levels ``0..K``, one line each."""
+    lines = ["frame"]
+    lines += [f"close window + coarse-up, level {k}" for k in range(K + 1)]
+    lines += [f"gate + prior-down, level {k}" for k in range(K, -1, -1)]
+    lines += ["solve ahead (every level that ticked, one call)"]
+    lines += [f"record, level {k}" for k in range(K + 1)]
+    return "\n".join(f"{i:2d}. {line}" for i, line in enumerate(lines, 1))
 
 
 class _At(Event):
@@ -67,10 +76,6 @@ class MultiClock:
         """Advance to the end; returns the final state."""
         self.env.run()
         return self.state
-
-    def schedule_summary(self) -> str:
-        """The declared same-time order, one line per phase."""
-        return "\n".join(f"{i}. {p}" for i, p in enumerate(PHASES, 1))
 
     def _at(self, when: int, priority: int) -> _At:
         return _At(self.env, when, priority)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 KINDS = ("frame", "bad_frame", "gate_open", "gate_close", "escalation", "wake")
+_KIND_SET = frozenset(KINDS)
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,15 @@ class EventLog:
 
     def log(self, n: int, kind: str, *, level: int = -1, block: int = -1, stream: int = -1,
             t: float | None = None) -> None:
-        """Append one event (``t`` defaults to ``n * Delta_0``)."""
+        """Append one event (``t`` defaults to ``n * Delta_0``); ``kind`` is one of :data:`KINDS`."""
+        if kind not in _KIND_SET:
+            raise ValueError(f"event kind {kind!r} is not one of {KINDS}")
         self._rows.append(Event(n, n * self.base_period if t is None else t, kind, level, block, stream))
 
     def log_mask(self, n: int, kind: str, level: int, mask: torch.Tensor) -> None:
         """One event per true entry of ``mask`` ``[B, n_k]`` (stream, block)."""
+        if kind not in _KIND_SET:
+            raise ValueError(f"event kind {kind!r} is not one of {KINDS}")
         if not bool(mask.any()):
             return
         t = n * self.base_period

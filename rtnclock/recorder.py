@@ -12,8 +12,6 @@ import torch
 
 from .config import Config
 
-RECORDED = ("t", "state", "gate", "surprise", "entropy", "free_energy", "active", "cost", "full_cost")
-
 
 @dataclass(frozen=True)
 class TickRecord:

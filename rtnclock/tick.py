@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import Config
 from .events import EventLog
 from .gate import binary_entropy, surprise
 from .integrate import Segment, SolveStats, solve
 from .leaf import LeafMemory
 from .messages import COARSE_UP, GATE_DEMAND, PRIOR_DOWN, Message, block_spin, to_children
-from .model import DTYPES, RTNModel
+from .model import RTNModel
 from .recorder import TickRecord
 from .stream import SensoryWindow, Stream
 
@@ -310,8 +309,3 @@ def _scatter(vals: torch.Tensor, base: torch.Tensor, rows) -> torch.Tensor:
     full = base.reshape(1, -1, base.shape[-1]).repeat(T, 1, 1)
     full[:, rows] = vals
     return full.reshape(T, *base.shape)
-
-
-def dtype_of(config: Config) -> torch.dtype:
-    """The torch dtype a config asks for."""
-    return DTYPES[config.dtype]

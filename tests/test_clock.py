@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rtnclock import MemoryRecorder, simulate
-from rtnclock.clock import PHASES, MultiClock
+from rtnclock.clock import schedule_summary
+from rtnclock.tick import Hierarchy
 from tests.problems import pulse_stream, smooth_stream, test_config
 
 
@@ -48,8 +49,32 @@ def test_tick_trace_is_exact_and_in_declared_order():
     simulate(cfg, smooth_stream(cfg, 0.08), recorder=rec)
     expected = [(n, k) for n in range(9) for k in range(3) if n % (2**k) == 0 or n == 8]
     assert order == expected
-    clock_doc = MultiClock.__doc__ + MultiClock.schedule_summary.__doc__
-    assert PHASES[0] == "frame" and "record" in PHASES[-1] and "order" in clock_doc
+
+
+def test_same_time_phases_run_in_declared_order(monkeypatch):
+    """At a moment where all levels tick: close bottom-up, open top-down, then solve, then record."""
+    cfg = test_config(K=2, branching=2, ratio=2.0, gate_mode="open")
+    trace = []
+    for name in ("close_window", "open_window", "solve_ahead", "record"):
+        original = getattr(Hierarchy, name)
+
+        def wrapped(self, state, *args, _name=name, _original=original):
+            k = args[0] if _name != "solve_ahead" else "-"
+            trace.append((state.n if _name == "solve_ahead" else args[1], _name, k))
+            return _original(self, state, *args)
+
+        monkeypatch.setattr(Hierarchy, name, wrapped)
+    simulate(cfg, smooth_stream(cfg, 0.08))
+    at4 = [(name, k) for n, name, k in trace if n == 4]
+    assert at4 == [("close_window", 0), ("close_window", 1), ("close_window", 2),
+                   ("open_window", 2), ("open_window", 1), ("open_window", 0),
+                   ("solve_ahead", "-"), ("record", 0), ("record", 1), ("record", 2)]
+    summary = schedule_summary(2).splitlines()
+    assert [line.split(". ", 1)[1] for line in summary] == [
+        "frame", "close window + coarse-up, level 0", "close window + coarse-up, level 1",
+        "close window + coarse-up, level 2", "gate + prior-down, level 2", "gate + prior-down, level 1",
+        "gate + prior-down, level 0", "solve ahead (every level that ticked, one call)",
+        "record, level 0", "record, level 1", "record, level 2"]
 
 
 def test_escalation_makes_parent_tick_now_exact_trace():
