@@ -42,6 +42,7 @@ class LevelState:
     acc_y: torch.Tensor        # int y dt since the parent's tick  [B, n_k, d_0]
     surprise: torch.Tensor     # surprise of the last window       [B, n_k]
     entropy: torch.Tensor      # gate (+ attention) entropy        [B, n_k]
+    closed_active: torch.Tensor | None = None  # `active` over the window last closed
     last_n: int = 0
     next_n: int = 0            # next tick on the level's own grid
     pending: dict | None = None
@@ -119,6 +120,7 @@ class Hierarchy:
         st, cfg = state.levels[k], self.cfg
         L_ticks = n - st.last_n
         st.cost = 0.0
+        st.closed_active = st.active if L_ticks else torch.zeros_like(st.active)
         if L_ticks == 0:
             return torch.zeros_like(st.active)
         L = L_ticks * self.dt0
@@ -231,7 +233,8 @@ class Hierarchy:
         totals["cost"] += st.cost
         totals["full"] += full
         return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
-                          entropy=st.entropy, free_energy=self.free_energy(st), active=st.active,
+                          entropy=st.entropy, free_energy=self.free_energy(st),
+                          active=st.active if st.closed_active is None else st.closed_active,
                           cost=st.cost, full_cost=float(full), escalated=st.escalated)
 
     # ---- integration -----------------------------------------------------

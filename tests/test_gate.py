@@ -42,7 +42,7 @@ def test_forced_closed_runs_only_the_root_and_leaves_subtree_untouched():
         assert not traj["active"].any()
         assert torch.equal(traj["state"], torch.zeros_like(traj["state"]))
         assert run.stats.calls.get(k, 0) == 0             # dormant levels cost no solver call
-    assert bool(rec.trajectory(2)["active"].all())
+    assert bool(rec.trajectory(2)["active"][1:].all())      # n = 0 closes no window
 
 
 def test_forced_open_charges_full_cost():
@@ -69,9 +69,11 @@ def test_dormant_blocks_keep_their_state_exactly():
     run = simulate(cfg, smooth_stream(cfg, 0.32, batch=2), recorder=rec)
     traj = rec.trajectory(0)
     act, state = traj["active"], traj["state"]
-    asleep = ~act[1:] & ~act[:-1]                               # dormant over a whole window
+    # active[i] covers the window closing at tick i; a leaf asleep through that window and
+    # not woken at its end (asleep in the next window too) must not move.
+    asleep = ~act[1:-1] & ~act[2:]
     assert bool(asleep.any()), "scenario must put some leaves to sleep"
-    assert torch.equal(state[1:][asleep], state[:-1][asleep])
+    assert torch.equal(state[1:-1][asleep], state[:-2][asleep])
     assert run.events.select({"wake"}) and run.events.select({"gate_close"}, level=1)
     # Leaves that slept and woke restart from the parent's prior, not from where they stopped.
     woke = act[1:] & ~act[:-1]
@@ -88,3 +90,14 @@ def test_parent_gate_raises_children_gates():
         assert bool((root > 0.5).all())
         gates[bias] = rec.trajectory(1)["gate"][1:]            # after the first root message
     assert bool((gates[4.0] > gates[0.5]).all())
+
+
+def test_recorded_active_mask_is_the_closed_windows_and_matches_its_cost():
+    cfg = test_config(**{**TREE, "gate_bias": (0.0, -3.0, 1.0), "gate_a": 20.0, "gate_beta": 0.0})
+    rec = MemoryRecorder()
+    simulate(cfg, smooth_stream(cfg, 0.32, batch=2), recorder=rec)
+    traj = rec.trajectory(1)
+    c1 = RTNModel(cfg).block_cost(1)
+    counted = traj["active"].sum((1, 2)).double() * c1
+    assert torch.equal(traj["cost"], counted)
+    assert bool(traj["active"].any()) and not bool(traj["active"].all())
