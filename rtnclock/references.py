@@ -23,7 +23,7 @@ from .errors import SolverError
 from .gate import surprise
 from .leaf import LeafMemory
 from .messages import block_spin, to_children
-from .tick import Hierarchy, SimState
+from .tick import Hierarchy, SimState, block_rows
 
 
 def run_loop(hier: Hierarchy, state: SimState, recorder, *, lockstep: bool) -> SimState:
@@ -65,6 +65,9 @@ def run_continuous(hier: Hierarchy, state: SimState, recorder) -> SimState:
     shapes = [st.h.shape for st in state.levels]
     sizes = [st.h.numel() for st in state.levels]
     counter = [0, 0.0]
+    leaf = state.levels[0].h                                                  # [B, n_0, d_0]
+    # The continuous mode has no ticks, so no ring buffer: an empty one, built once.
+    no_memory = LeafMemory.empty(*leaf.shape[:2], 0, leaf.shape[2], device=leaf.device, dtype=leaf.dtype)
 
     def couple(t: float, hs: list[torch.Tensor]):
         u = stream.value(t)                                                  # [B, n_0, c]
@@ -90,15 +93,14 @@ def run_continuous(hier: Hierarchy, state: SimState, recorder) -> SimState:
         for k in range(K + 1):
             h, g = hs[k], gates[k].unsqueeze(-1)
             if k == 0:
-                a, _ = model.leaf.attend(h, gates[0] > 0, LeafMemory.empty(*h.shape[:2], 0, h.shape[2], device=h.device, dtype=h.dtype), cfg.temperature)
+                a, _ = model.leaf.attend(h, gates[0] > 0, no_memory, cfg.temperature)
                 y_k, up = (1 - g) * h + g * a, u
             else:
                 C = model.coarse(k)(h)
                 kids = torch.where(g > 0, block_spin(y_prev, b), C)
                 y_k, up = C + g * (kids - C), kids
             level = model.levels[k]
-            flat = lambda x: x.reshape(-1, x.shape[-1])
-            dh = level.vector_field(tf, flat(h), level.inputs(flat(up), flat(downs[k])))
+            dh = level.vector_field(tf, block_rows(h), level.inputs(block_rows(up), block_rows(downs[k])))
             out.append(dh.reshape(-1))
             y_prev = y_k
         counter[0] += 1
@@ -129,5 +131,4 @@ def run_continuous(hier: Hierarchy, state: SimState, recorder) -> SimState:
     if not torch.isfinite(ys[-1]).all():
         raise SolverError("non-finite state in the continuous solve", level=0, block=None, time=float(t_out[-1]))
     return state
-
 

@@ -266,10 +266,10 @@ class Hierarchy:
                 up = SensoryWindow(frames if sel is None else frames[:, sel], i0 * self.stream.dt,
                                    self.stream.dt)
             else:
-                up = _rows(st.up, sel)
+                up = block_rows(st.up, sel)
             module = self.model.levels[k]
-            segments.append(Segment(level=k, module=module, h0=_rows(st.h, sel),
-                                    inputs=module.inputs(up, _rows(st.down, sel)),
+            segments.append(Segment(level=k, module=module, h0=block_rows(st.h, sel),
+                                    inputs=module.inputs(up, block_rows(st.down, sel)),
                                     t0=t0, span=span, rows=rows, n_blocks=st.h.shape[1]))
             order.append((k, subs, sel))
         fracs = sorted({i / subs for _, subs, _ in order for i in range(1, subs + 1)})
@@ -299,7 +299,8 @@ class Hierarchy:
             levels[k].pending = dict(start=n, end=end, h=h, H=H, pos={t: i for i, t in enumerate(ticks)})
 
 
-def _rows(x: torch.Tensor, rows):
+def block_rows(x: torch.Tensor, rows=None) -> torch.Tensor:
+    """``[B, n, d] -> [B*n, d]`` (the row layout level modules take), optionally some rows."""
     flat = x.reshape(-1, x.shape[-1])
     return flat if rows is None else flat[rows]
 
