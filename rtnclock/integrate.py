@@ -4,8 +4,9 @@ A torchdiffeq call costs far more Python overhead than a small level's vector
 field, so the scheduler hands every level that ticks at one moment to one
 call.  Their windows differ in length, so each is mapped onto normalised time
 ``s in [0, 1]`` (``t = t0 + s*span``, ``dh/ds = span * f``); a window's
-integral ``H = int h dt`` rides along (``dH/ds = span * h``) because messages
-need exact window averages.
+integral rides along as ``G = int h ds`` (``H = int h dt = span * G``) because
+messages need exact window averages.  ``G`` is of the size of ``h``, so the
+solver's error control weighs it like the state.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torchdiffeq import odeint
-
-from .config import FIXED_METHODS, Config, quiet_scipy, solver_options
+from .config import FIXED_METHODS, Config
 from .errors import SolverError
+from .solvers import odeint
 
 
 @dataclass
@@ -93,22 +93,20 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
             h = y[o:o + size].view(shape)
             dh = seg.module.vector_field(seg.t0 + s_val * seg.span, h, seg.inputs)
             out.append((dh * seg.span).reshape(-1))
-            out.append((h * seg.span).reshape(-1))
+            out.append(h.reshape(-1))
             o += 2 * size
         rhs_time[0] += time.perf_counter() - start
         rhs_time[1] += 1
         return torch.cat(out)
 
     s_out = torch.tensor([0.0, *fractions], dtype=y0.dtype, device=y0.device)
-    kwargs = dict(method=config.method, rtol=config.rtol, atol=config.atol,
-                  options=solver_options(config))
+    options = None
     if config.method in FIXED_METHODS:
         step = config.step_size or config.base_period / 4
-        kwargs["options"] = {"grid_constructor": _grid(step / segments[0].span)}
+        options = {"grid_constructor": _grid(step / segments[0].span)}
     start = time.perf_counter()
     try:
-        with quiet_scipy():
-            ys = odeint(rhs, y0, s_out, **kwargs)[1:]                    # [len(fractions), total]
+        ys = odeint(rhs, y0, s_out, config, options)[1:]                 # [len(fractions), total]
     except (AssertionError, RuntimeError) as err:
         seg = segments[0]
         raise SolverError(f"solver {config.method!r} could not step: {err}", level=seg.level,
@@ -118,7 +116,7 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
     results, o = [], 0
     for seg, size, shape in zip(segments, sizes, shapes):
         h = ys[:, o:o + size].reshape(len(fractions), *shape)
-        H = ys[:, o + size:o + 2 * size].reshape(len(fractions), *shape)
+        H = ys[:, o + size:o + 2 * size].reshape(len(fractions), *shape) * seg.span
         _check_finite(seg, h, fractions)
         results.append((h, H))
         o += 2 * size

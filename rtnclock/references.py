@@ -16,13 +16,12 @@ from __future__ import annotations
 import time
 
 import torch
-from torchdiffeq import odeint
-
-from .config import FIXED_METHODS, quiet_scipy, solver_options
+from .config import FIXED_METHODS
 from .errors import SolverError
 from .gate import surprise
 from .leaf import LeafMemory
 from .messages import block_spin, to_children
+from .solvers import odeint
 from .tick import Hierarchy, SimState, block_rows
 
 
@@ -112,10 +111,8 @@ def run_continuous(hier: Hierarchy, state: SimState, recorder) -> SimState:
     y0 = torch.cat([st.h.reshape(-1) for st in state.levels])
     start = time.perf_counter()
     try:
-        with quiet_scipy():
-            ys = odeint(rhs, y0, t_out.to(y0), method=cfg.method, rtol=cfg.rtol, atol=cfg.atol,
-                        options={"step_size": cfg.step_size or hier.dt0 / 4} if cfg.method in FIXED_METHODS
-                        else solver_options(cfg))
+        ys = odeint(rhs, y0, t_out.to(y0), cfg,
+                    {"step_size": cfg.step_size or hier.dt0 / 4} if cfg.method in FIXED_METHODS else None)
     except (AssertionError, RuntimeError) as err:
         raise SolverError(f"continuous solve failed: {err}", level=0, block=None, time=float(t_out[0])) from err
     hier.stats.add(range(K + 1), counter[0], time.perf_counter() - start, counter[1])

@@ -1,0 +1,164 @@
+"""The one entry to torchdiffeq, with stage-major adaptive Runge–Kutta steps.
+
+torchdiffeq's adaptive RK solvers keep a step's stages in the *last* axis of one
+tensor, so every stage combination is a strided reduction over the whole state
+plus a temporary of (stages x state).  For the joint states rtnclock solves
+(10^4–10^5 numbers, a cheap vector field) that bookkeeping took 2–3x the time
+of the vector field itself.  The solvers here are torchdiffeq's own classes,
+Butcher tableaux and step-size controller, with the stages in the *leading*
+axis: each combination is one contiguous matrix-vector product.  The dense-
+output polynomial is fitted only for a step that holds an output time, and an
+output time that ends a step takes the step's end value.  Results equal
+torchdiffeq's to rounding (tests/test_solvers.py).
+
+These classes use torchdiffeq internals (``torchdiffeq._impl``); the pin in
+``pyproject.toml`` keeps them matched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchdiffeq
+from torchdiffeq._impl.interp import _interp_evaluate, _interp_fit
+from torchdiffeq._impl.misc import Perturb, _compute_error_ratio, _optimal_step_size, _PerturbFunc, _rms_norm
+from torchdiffeq._impl.odeint import SOLVERS
+from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _RungeKuttaState, _UncheckedAssign
+
+from .config import Config, quiet_scipy, solver_options
+
+PREFIX = "stage_major_"
+
+
+class StageMajorRK(RKAdaptiveStepsizeODESolver):
+    """A torchdiffeq adaptive RK solver whose stages lie in the leading axis.
+
+    Subclassed once per torchdiffeq method (``tableau``, ``mid``, ``order`` come
+    from it).  ``step_t``/``jump_t`` and event functions are not supported;
+    rtnclock uses neither.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.step_t is not None or self.jump_t is not None:
+            raise ValueError("stage-major solvers do not take step_t or jump_t")
+        tab = self.tableau
+        self._alpha = [float(a) for a in tab.alpha]
+        self._beta = list(tab.beta)
+        # First-same-as-last tableaux (Dormand–Prince) end on the solution itself.
+        self._fsal = bool(tab.c_sol[-1] == 0) and bool((tab.c_sol[:-1] == tab.beta[-1]).all())
+        # torchdiffeq's time-perturbing wrapper takes a pass over the state per
+        # evaluation (to learn its dtype); call what it wraps and perturb here.
+        self._rhs = self.func.base_func if type(self.func) is _PerturbFunc else None
+
+    def _eval(self, t, y, perturb):
+        if self._rhs is None:
+            return self.func(t, y, perturb=perturb)
+        t = t.to(y.dtype)
+        if perturb is Perturb.PREV:
+            t = torch.nextafter(t, t - 1)
+        return self._rhs(t, y)
+
+    def _error_ratio(self, error, y0, y1):
+        if self.norm is not _rms_norm:
+            return _compute_error_ratio(error, self.rtol, self.atol, y0, y1, self.norm)
+        with torch.no_grad():                  # step control is not differentiated
+            tol = torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
+            return torch.linalg.vector_norm(error / tol) / math.sqrt(error.numel())
+
+    def _before_integrate(self, t):
+        super()._before_integrate(t)
+        self.rk_state = self.rk_state._replace(interp_coeff=None)
+
+    def _advance(self, next_t):
+        steps = 0
+        while next_t > self.rk_state.t1:
+            assert steps < self.max_num_steps, f"max_num_steps exceeded ({steps}>={self.max_num_steps})"
+            self.rk_state = self._adaptive_step(self.rk_state)
+            steps += 1
+        state = self.rk_state
+        if next_t == state.t1:
+            return state.y1
+        y0, y1, stages, dt = state.interp_coeff
+        y_mid = torch.addmv(y0, stages.t(), self.mid * dt.type_as(y0))
+        coeff = _interp_fit(y0, y1, y_mid, stages[0], stages[-1], dt.type_as(y0))
+        return _interp_evaluate(coeff, state.t0, state.t1, next_t).view_as(state.y1)
+
+    def _advance_until_event(self, event_fn):
+        raise NotImplementedError("stage-major solvers do not support event functions")
+
+    def _step(self, y0, f0, t0, dt, t1):
+        """One RK step: ``(y1, f1, error, stages)``, stages ``[S, N]``."""
+        dt_y = dt.to(y0.dtype)
+        flat = y0.reshape(-1)
+        stages = torch.empty(len(self._alpha) + 1, flat.numel(), dtype=y0.dtype, device=y0.device)
+        stages = self._assign(stages, f0, 0)
+        for i, (alpha, beta) in enumerate(zip(self._alpha, self._beta)):
+            ti, perturb = (t1, Perturb.PREV) if alpha == 1.0 else (t0 + alpha * dt, Perturb.NONE)
+            yi = torch.addmv(flat, stages[:i + 1].t(), beta * dt_y)
+            f = self._eval(ti, yi.view_as(y0), perturb)
+            stages = self._assign(stages, f, i + 1)
+        if not self._fsal:
+            yi = torch.addmv(flat, stages.t(), self.tableau.c_sol * dt_y)
+        error = torch.mv(stages.t(), self.tableau.c_error * dt_y)
+        return yi.view_as(y0), stages[-1].view_as(y0), error.view_as(y0), stages
+
+    @staticmethod
+    def _assign(stages, f, i):
+        # Autograd needs the in-place write hidden from its version check
+        # (earlier rows, already read, never change); without it a copy will do.
+        if torch.is_grad_enabled() and (stages.requires_grad or f.requires_grad):
+            return _UncheckedAssign.apply(stages, f.reshape(-1), i)
+        stages[i] = f.reshape(-1)
+        return stages
+
+    def _adaptive_step(self, rk_state):
+        y0, f0, _, t0, dt, _ = rk_state
+        if not torch.isfinite(dt):
+            dt = self.min_step
+        dt = dt.clamp(self.min_step, self.max_step)
+        self.func.callback_step(t0, y0, dt)
+        t1 = t0 + dt
+        # A non-finite state makes a NaN error ratio, rejection, a NaN step
+        # and then this underflow: no per-step finiteness scan is needed.
+        assert t1 > t0, f"underflow in dt {dt.item()}"
+        y1, f1, error, stages = self._step(y0, f0, t0, dt, t1)
+        error_ratio = self._error_ratio(error, y0, y1)
+        accept = bool(error_ratio <= 1) and not bool(dt > self.max_step)
+        if dt <= self.min_step:
+            accept = True
+        dt_next = _optimal_step_size(dt, error_ratio, self.safety, self.ifactor, self.dfactor, self.order)
+        dt_next = dt_next.clamp(self.min_step, self.max_step)
+        if not accept:
+            self.func.callback_reject_step(t0, y0, dt)
+            return _RungeKuttaState(y0, f0, t0, t0, dt_next, rk_state.interp_coeff)
+        self.func.callback_accept_step(t0, y0, dt)
+        return _RungeKuttaState(y1, f1, t0, t1, dt_next, (y0.reshape(-1), y1.reshape(-1), stages, dt))
+
+
+def _register() -> None:
+    for name, base in list(SOLVERS.items()):
+        if isinstance(base, type) and issubclass(base, RKAdaptiveStepsizeODESolver) \
+                and not issubclass(base, StageMajorRK):
+            SOLVERS[PREFIX + name] = type(f"StageMajor{base.__name__}", (StageMajorRK, base), {})
+
+
+_register()
+
+
+def torchdiffeq_method(method: str) -> str:
+    """The torchdiffeq method name that runs ``method`` (stage-major where one exists)."""
+    return PREFIX + method if PREFIX + method in SOLVERS else method
+
+
+def odeint(func, y0: torch.Tensor, t: torch.Tensor, config: Config, options: dict | None = None):
+    """``torchdiffeq.odeint`` with the config's method and tolerances.
+
+    Adaptive Runge–Kutta methods run stage-major (same numbers, less
+    bookkeeping); ``options`` override the config's solver options.
+    """
+    kwargs = dict(method=torchdiffeq_method(config.method), rtol=config.rtol, atol=config.atol,
+                  options=options if options is not None else solver_options(config))
+    with quiet_scipy():
+        return torchdiffeq.odeint(func, y0, t, **kwargs)
