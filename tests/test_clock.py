@@ -41,6 +41,20 @@ def test_batched_multiclock_equals_one_call_per_tick(K, b, ratio):
     assert step.stats.calls[0] == pytest.approx(leaf_ticks)
 
 
+def test_split_calls_equal_one_call_per_tick(monkeypatch):
+    """Slow levels in calls of their own (as big states get) change nothing either."""
+    import rtnclock.tick
+
+    cfg = test_config(K=2, branching=2, ratio=4.0, gate_mode="open", memory_size=3)
+    stream = smooth_stream(cfg, 0.32)
+    joint = simulate(cfg, stream)
+    monkeypatch.setattr(rtnclock.tick, "SOLO_NUMEL", 0)
+    split, step = simulate(cfg, stream), simulate(cfg, stream, mode="stepwise")
+    _assert_states_close(_final(split), _final(step), atol=1e-8)
+    # Levels 1 and 2 (pace 1) leave the leaves' calls (pace 4): fewer level-1 evaluations.
+    assert split.stats.nfe[1] < joint.stats.nfe[1] == joint.stats.nfe[0]
+
+
 def test_tick_trace_is_exact_and_in_declared_order():
     cfg = test_config(K=2, branching=2, ratio=2.0, gate_mode="open")
     rec = MemoryRecorder()

@@ -94,3 +94,25 @@ def test_divergent_level_raises_with_level_block_and_time():
         solve([seg], [1.0], cfg)
     assert err.value.level == 2 and err.value.block == 0 and err.value.time == pytest.approx(11.5)
     assert "level 2, block 0" in str(err.value)
+
+
+def test_calls_split_slow_large_windows_and_merge_small_ones():
+    from rtnclock.tick import SOLO_NUMEL, _calls
+
+    def seg(k, tau, span, numel):
+        return Segment(level=k, module=torch.nn.Module(), h0=torch.zeros(numel), inputs=None, t0=0.0, span=span)
+
+    def segs(numel, windows):
+        out = [seg(k, tau, span, numel) for k, (tau, span) in enumerate(windows)]
+        for s, (tau, _) in zip(out, windows):
+            s.module.tau = tau
+        return out
+
+    big, small = SOLO_NUMEL, SOLO_NUMEL - 1
+    # r = 4: the leaves' four ticks (pace 4) beside one tick of levels 1 and 2
+    # (pace 1 each): the slow pair gets its own call when big.
+    windows = [(0.01, 0.04), (0.04, 0.04), (0.16, 0.16)]
+    assert _calls(segs(big, windows)) == [[0], [1, 2]]
+    assert _calls(segs(small, windows)) == [[0, 1, 2]]
+    # Within a factor of two of the fastest pace: one call.
+    assert _calls(segs(big, [(0.01, 0.04), (0.015, 0.04)])) == [[0, 1]]
