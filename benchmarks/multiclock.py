@@ -1,13 +1,14 @@
 """Multi-clock vs lockstep vs continuous: wall time, solver work, error; prints tables.
 
-    .venv/bin/python benchmarks/multiclock.py [--quick] [--only open|rk4|bursty|deviation]
+    .venv/bin/python benchmarks/multiclock.py [--quick] [--only open|share|bursty|deviation]
 
 Every ratio is measured side by side in one process, same model seed, same input.
 Sections:
   open       gates forced open: chain (b = 1) and tree (b = 2), K = 2..6, r = 4 and 10;
              wall time, solver calls, vector-field evaluations, error against a tight
              scipy solve_ivp (DOP853, rtol 1e-10) run of the same mode (B = 1 rows).
-  rk4        chain K = 4, r = 4 with a fixed-grid RK4: share of run time in the vector field.
+  share      chain K = 4, r = 4: share of run time in the vector field, torchdiffeq's dopri5
+             vs the stage-major one vs a fixed-grid RK4.
   bursty     gates free on audio_stream (steady stretches, rare onsets): multi-clock vs
              the continuous dense solve.
   deviation  multi-clock vs continuous at the default periods and at 1/2, 1/4, 1/8 of them.
@@ -16,13 +17,14 @@ Sections:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 
 import numpy as np
 import torch
 
-from rtnclock import Config, MemoryRecorder, Stream, simulate
+from rtnclock import Config, MemoryRecorder, Stream, simulate, solvers
 from rtnclock.scenarios import audio_stream
 
 TICKS = 256                     # simulated leaf periods per run (2.56 s at tau0 = 10 ms)
@@ -98,20 +100,37 @@ def open_gates(quick: bool) -> None:
                 lock.stats.nfe.get(k, 0)] for k in range(5)])
 
 
-def rk4_share(quick: bool) -> None:
+def share(quick: bool) -> None:
     print("## Share of run time in vector-field evaluations (chain K = 4, r = 4, float64)\n")
+    print("dopri5 as torchdiffeq ships it (stages in the last axis) against rtnclock's stage-major "
+          "dopri5 (same tableau and controller), and a fixed-grid RK4.\n")
     rows = []
-    for method, extra in (("dopri5", {}), ("rk4", dict(step_size=0.0025))):
+    variants = [("dopri5 torchdiffeq", "dopri5", {}, True), ("dopri5 stage-major", "dopri5", {}, False),
+                ("rk4", "rk4", dict(step_size=0.0025), False)]
+    for label, method, extra, stock in variants:
         for B in (1, 256):
             cfg = Config(K=4, branching=1, dims=32, input_dim=4, tau0=0.01, ratio=4.0, gate_mode="open",
                          memory_size=0, escalation_threshold=None, dtype="float64", method=method,
                          rtol=1e-5, atol=1e-7, **extra)
             stream = smooth(cfg, B, TICKS * cfg.base_period)
             for mode in ("multiclock", "lockstep"):
-                run = simulate(cfg, stream, mode=mode)
-                rows.append([method, B, mode, run.wall_seconds, run.stats.solve_seconds, run.stats.rhs_seconds,
+                with _stock_torchdiffeq(stock):
+                    run = simulate(cfg, stream, mode=mode)
+                rows.append([label, B, mode, run.wall_seconds, run.stats.solve_seconds, run.stats.rhs_seconds,
                              run.stats.rhs_seconds / run.wall_seconds])
-    table(["method", "B", "mode", "wall s", "in solver s", "in vector field s", "vf share (goal >= 0.5)"], rows)
+    table(["solver", "B", "mode", "wall s", "in solver s", "in vector field s", "vf share (goal >= 0.5)"], rows)
+
+
+@contextlib.contextmanager
+def _stock_torchdiffeq(stock: bool):
+    """Run torchdiffeq's own adaptive solvers instead of the stage-major ones."""
+    saved = solvers.torchdiffeq_method
+    if stock:
+        solvers.torchdiffeq_method = lambda method: method
+    try:
+        yield
+    finally:
+        solvers.torchdiffeq_method = saved
 
 
 def bursty(quick: bool) -> None:
@@ -168,7 +187,7 @@ def deviation(quick: bool) -> None:
     table(["shape", "period scale", "level 0", "level 1", "level 2"], rows)
 
 
-SECTIONS = {"open": open_gates, "rk4": rk4_share, "bursty": bursty, "deviation": deviation}
+SECTIONS = {"open": open_gates, "share": share, "bursty": bursty, "deviation": deviation}
 
 
 def main() -> None:
