@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: venv
-	$(VENV)/bin/rtnclock run audio_stream
+	$(VENV)/bin/rtnclock run audio_stream --out runs/audio_stream.zarr --overwrite
 
 test: venv
 	$(VENV)/bin/python -m pytest -q

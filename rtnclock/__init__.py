@@ -3,6 +3,8 @@
 The public API is exactly what this module re-exports.
 """
 
+__version__ = "0.1.0"          # before the imports: the store records it
+
 from .config import Config
 from .errors import ConfigError, RtnclockError, SolverError, StreamError
 from .events import Event, EventLog
@@ -10,12 +12,11 @@ from .level import BlockLevel
 from .model import RTNModel
 from .recorder import MemoryRecorder, NullRecorder, TickRecord
 from .simulate import Run, simulate
+from .store import Monitor, StoreError, StoredRun, ZarrRecorder, info, open_run
 from .stream import Stream
 
-__version__ = "0.1.0"
-
 __all__ = [
-    "BlockLevel", "Config", "ConfigError", "Event", "EventLog", "MemoryRecorder", "NullRecorder",
-    "RTNModel", "RtnclockError", "Run", "SolverError", "Stream", "StreamError", "TickRecord",
-    "simulate",
+    "BlockLevel", "Config", "ConfigError", "Event", "EventLog", "MemoryRecorder", "Monitor", "NullRecorder",
+    "RTNModel", "RtnclockError", "Run", "SolverError", "StoreError", "StoredRun", "Stream", "StreamError",
+    "TickRecord", "ZarrRecorder", "info", "open_run", "simulate",
 ]

@@ -1,7 +1,8 @@
-"""Command line: ``rtnclock run SCENARIO`` and ``rtnclock scenarios``.
+"""Command line: ``rtnclock run SCENARIO``, ``rtnclock info RUN`` and ``rtnclock scenarios``.
 
 ``run`` builds the scenario's default config (changed by ``--set key=value``),
-renders its stream, simulates it and prints a per-level summary with the wall
+renders its stream, simulates it (writing a Zarr store with ``--out``) and
+prints a per-level summary with the wall
 time and the real-time factor (simulated seconds per wall second).  Any
 :class:`~rtnclock.errors.RtnclockError` ends the command with one line
 ``rtnclock: error: <message>`` on stderr and exit status 2 (argparse's own
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "scenarios":
             return _list_scenarios()
+        if args.command == "info":
+            from .store import info
+            print(info(args.run))
+            return 0
         if args.threads < 1:
             raise ConfigError("--threads", args.threads, "an integer >= 1")
         torch.set_num_threads(args.threads)
@@ -58,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                                      "Networks: run a scenario, list the scenarios.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("scenarios", help="list the scenarios", description="List the scenarios.")
+    info = sub.add_parser("info", help="summarise a stored run",
+                          description="Print a stored run's duration, levels, ticks, gate-open rates, "
+                                      "cost and sparsity, event counts and size on disk.")
+    info.add_argument("run", metavar="RUN", help="a store written by `rtnclock run --out RUN`")
     run = sub.add_parser("run", help="simulate a scenario and print a summary",
                          description="Simulate a scenario and print a per-level summary.")
     run.add_argument("scenario", metavar="SCENARIO", help="a name from `rtnclock scenarios`")
@@ -69,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="changes",
                      help="change a config field (repeatable); VALUE is a Python literal "
                           "(1e-4, (4, 20, 150), None) or else a string")
+    run.add_argument("--out", metavar="RUN.zarr", default=None,
+                     help="write the trajectories, events and input to this Zarr store")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --out store")
     run.add_argument("--mode", choices=CLI_MODES, default="multiclock",
                      help="scheduler (default multiclock)")
     run.add_argument("--threads", type=int, default=1, metavar="N",
@@ -116,8 +128,15 @@ def _run(args: argparse.Namespace) -> int:
         config = config.replace(**changes)
     duration = scenario.DEFAULT_DURATION if args.duration is None else args.duration
     stream = scenario.make_stream(config, duration=duration, seed=args.seed, batch=args.batch)
+    recorder = None
+    if args.out is not None:
+        from .store import ZarrRecorder
+        recorder = ZarrRecorder(args.out, overwrite=args.overwrite, scenario=args.scenario, seed=args.seed,
+                                mode=args.mode)
+    elif args.overwrite:
+        raise ConfigError("--overwrite", True, "only together with --out RUN.zarr")
     _print_header(args, config, duration, changes)
-    run = simulate(config, stream, mode=args.mode, duration=duration)
+    run = simulate(config, stream, mode=args.mode, duration=duration, recorder=recorder)
     total = time.perf_counter() - start
     _print_table(run)
     cost, full = run.cost()
@@ -126,6 +145,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wall {run.wall_seconds:.2f} s simulating ({run.stats.solve_seconds:.2f} s in the solver), "
           f"{total:.2f} s in all; real-time factor {rtf:.2f}x "
           f"({run.duration:g} simulated s / {run.wall_seconds:.2f} wall s)")
+    if recorder is not None:
+        print(f"store {args.out}: {recorder.bytes_written / 2**20:.2f} MiB of trajectories written in "
+              f"{recorder.write_seconds:.2f} s; `rtnclock info {args.out}` summarises it")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Recorders: plug-ins that receive every level tick (``NullRecorder`` does nothing).
 
-The scheduler calls ``start(config)``, then ``record(tick)`` once per level tick
-in the declared order, then ``close()``; a store (Zarr) is one more recorder.
+The scheduler calls ``start(config, events, stream)``, then ``record(tick)`` once per level tick
+in the declared order, then ``close()`` (``close(failed=True)`` if the run raised); a store (Zarr) is one more recorder.
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ class TickRecord:
 class NullRecorder:
     """Records nothing (the default)."""
 
-    def start(self, config: Config) -> None:
-        """Called once before the first tick."""
+    def start(self, config: Config, events=None, stream=None) -> None:
+        """Called once before the first tick, with the run's event log and input stream."""
 
     def record(self, tick: TickRecord) -> None:
         """Called once per level tick."""
 
-    def close(self) -> None:
-        """Called once after the last tick (also when the run fails)."""
+    def close(self, failed: bool = False) -> None:
+        """Called once after the last tick; ``failed``: the run stopped on an error."""
 
 
 class MemoryRecorder(NullRecorder):
@@ -60,7 +60,7 @@ class MemoryRecorder(NullRecorder):
         self.ticks: dict[int, list[TickRecord]] = {}
         self.config: Config | None = None
 
-    def start(self, config: Config) -> None:
+    def start(self, config: Config, events=None, stream=None) -> None:
         self.config = config
         self.ticks = {k: [] for k in range(config.n_levels)}
 
@@ -69,12 +69,16 @@ class MemoryRecorder(NullRecorder):
 
     def trajectory(self, level: int) -> dict[str, torch.Tensor]:
         """Level ``level``'s recorded ticks, each field stacked along a leading time axis."""
-        ticks = self.ticks[level]
-        out = {"t": torch.tensor([r.t for r in ticks], dtype=torch.float64),
-               "n": torch.tensor([r.n for r in ticks]),
-               "cost": torch.tensor([r.cost for r in ticks], dtype=torch.float64),
-               "full_cost": torch.tensor([r.full_cost for r in ticks], dtype=torch.float64),
-               "escalated": torch.tensor([r.escalated for r in ticks])}
-        for name in ("state", "gate", "surprise", "entropy", "free_energy", "active"):
-            out[name] = torch.stack([getattr(r, name) for r in ticks])
-        return out
+        return stack_ticks(self.ticks[level])
+
+
+def stack_ticks(ticks: list[TickRecord]) -> dict[str, torch.Tensor]:
+    """Ticks of one level, each field stacked along a leading time axis."""
+    out = {"t": torch.tensor([r.t for r in ticks], dtype=torch.float64),
+           "n": torch.tensor([r.n for r in ticks]),
+           "cost": torch.tensor([r.cost for r in ticks], dtype=torch.float64),
+           "full_cost": torch.tensor([r.full_cost for r in ticks], dtype=torch.float64),
+           "escalated": torch.tensor([r.escalated for r in ticks])}
+    for name in ("state", "gate", "surprise", "entropy", "free_energy", "active"):
+        out[name] = torch.stack([getattr(r, name) for r in ticks])
+    return out

@@ -137,7 +137,7 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
     events, stats = EventLog(dt0), SolveStats()
     hier = Hierarchy(model, stream, events, stats)
     state = hier.initial_state(end_n)
-    recorder.start(config)
+    recorder.start(config, events, stream)
     start = time.perf_counter()
     try:
         with torch.set_grad_enabled(grad):
@@ -147,8 +147,13 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
                 run_continuous(hier, state, recorder)
             else:
                 run_loop(hier, state, recorder, lockstep=(mode == "lockstep"))
-    finally:
-        recorder.close()
+    except BaseException as err:
+        try:
+            recorder.close(failed=True)
+        except Exception:           # the run's own error is the one to report
+            pass
+        raise err
+    recorder.close()
     return Run(config=config, model=model, mode=mode, state=state, events=events, stats=stats,
                recorder=recorder, wall_seconds=time.perf_counter() - start)
 

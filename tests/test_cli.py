@@ -58,3 +58,25 @@ def test_errors_are_one_line_and_exit_2(capsys, argv, named):
     assert lines[0].startswith("rtnclock: error: '")
     assert named in lines[0]
     assert captured.out == ""                                     # failed before the header
+
+
+def test_run_out_writes_a_store_that_info_summarises(tmp_path, capsys):
+    out = tmp_path / "a.zarr"
+    assert main(["run", "audio_stream", "--duration", "0.5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"store {out}:" in printed
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "scenario audio_stream, seed 0, mode multiclock, finished" in text
+    ticks = [line.split()[1] for line in text.splitlines() if line.split()[:1] == ["0"]]
+    assert ticks == ["51"]                                          # 0.5 s of 10 ms leaf ticks, both ends
+    # A second run to the same store must ask for --overwrite, before it simulates.
+    assert main(["run", "audio_stream", "--duration", "0.5", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "exists; pass overwrite=True (--overwrite)" in captured.err and captured.out == ""
+    assert main(["run", "audio_stream", "--duration", "0.5", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_info_on_a_missing_store_is_one_line(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "none.zarr")]) == 2
+    assert capsys.readouterr().err.startswith("rtnclock: error: no Zarr store at")

@@ -1,0 +1,188 @@
+"""The Zarr store: what is written reads back exactly; monitors; bad targets and write failures."""
+
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from rtnclock import (ConfigError, MemoryRecorder, Monitor, StoreError, ZarrRecorder, info, open_run,
+                      simulate)
+from rtnclock import store as store_mod
+from tests.problems import pulse_stream, test_config
+
+
+def _cfg(**kw):
+    return test_config(K=2, branching=2, ratio=2.0, gate_bias=0.0, dtype="float32", rtol=1e-5, atol=1e-7, **kw)
+
+
+def _run(tmp_path, name="run.zarr", monitor=None, duration=0.32, **kw):
+    cfg = _cfg()
+    stream = pulse_stream(cfg, duration, start=0.05, stop=0.1, height=2.0)
+    mem = MemoryRecorder()
+    simulate(cfg, stream, recorder=mem)
+    rec = ZarrRecorder(tmp_path / name, monitor=monitor, scenario="pulse", seed=7, **kw)
+    run = simulate(cfg, stream, recorder=rec)
+    return cfg, stream, mem, rec, run
+
+
+def test_store_reads_back_every_tick_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.05)       # several chunks per level
+    cfg, stream, mem, rec, run = _run(tmp_path)
+    stored = open_run(tmp_path / "run.zarr")
+    assert stored.finished and stored.config == cfg
+    assert stored.attrs["scenario"] == "pulse" and stored.attrs["seed"] == 7
+    for k in range(cfg.n_levels):
+        ds, ref = stored.levels[k], mem.trajectory(k)
+        assert ds.sizes["time"] == len(ref["t"]) > 1
+        assert ds["time"].attrs["units"] == "s"
+        np.testing.assert_array_equal(ds["time"].values, ref["t"].numpy())
+        for v in ("state", "gate", "surprise", "entropy", "free_energy", "active"):
+            np.testing.assert_array_equal(ds[v].values, ref[v].numpy(), err_msg=f"level {k} {v}")
+        np.testing.assert_allclose(ds["cost"].values, ref["cost"].numpy())
+    # More than one chunk was appended for the leaves.
+    assert rec.buffers[0].chunk < stored.levels[0].sizes["time"]
+    # The events table equals the run's log.
+    ev = stored.events
+    assert list(ev["kind"].values) == [e.kind for e in run.events]
+    np.testing.assert_array_equal(ev["n"].values, [e.n for e in run.events])
+    # The sensory features are the stream's frames.
+    np.testing.assert_array_equal(stored.sensory["features"].values,
+                                  stream.frames.float().numpy().transpose(1, 0, 2, 3))
+
+
+def test_observables_in_store_equal_run_observables(tmp_path):
+    cfg, stream, mem, rec, run = _run(tmp_path)
+    stored = open_run(tmp_path / "run.zarr")
+    from rtnclock.observables import level_observables
+    for k in range(cfg.n_levels):
+        ref = level_observables(mem.trajectory(k), cfg.gate_theta, cfg.free_energy_tau)
+        for name in ("U", "S", "F", "open_fraction", "effective_rank"):
+            np.testing.assert_allclose(stored.levels[k][name].values, ref[name].numpy(), rtol=1e-6,
+                                       atol=1e-7, err_msg=f"level {k} {name}")
+
+
+def test_xarray_opens_each_level_with_labelled_dims(tmp_path):
+    _run(tmp_path)
+    ds = xr.open_zarr(tmp_path / "run.zarr", group="level_1", consolidated=False)
+    assert ds["state"].dims == ("time", "batch", "block", "dim")
+    assert ds["gate"].dims == ("time", "batch", "block")
+    assert "time" in ds.indexes
+
+
+def test_monitor_selects_levels_blocks_variables_and_every(tmp_path):
+    mon = Monitor(variables=("gate", "state"), levels=(0, 2), every=3, blocks={0: [1, 3]})
+    cfg, _, mem, _, _ = _run(tmp_path, monitor=mon)
+    stored = open_run(tmp_path / "run.zarr")
+    assert sorted(stored.levels) == [0, 2]
+    leaves, ref = stored.levels[0], mem.trajectory(0)
+    assert set(leaves.data_vars) >= {"gate", "state", "U"} and "surprise" not in leaves
+    np.testing.assert_array_equal(leaves["block"].values, [1, 3])
+    np.testing.assert_array_equal(leaves["state"].values, ref["state"][::3][:, :, [1, 3]].numpy())
+    np.testing.assert_array_equal(leaves["time"].values, ref["t"][::3].numpy())
+
+
+def test_default_monitor_keeps_few_leaves():
+    cfg = test_config(K=3, branching=4)                                   # 64 leaves
+    blocks = Monitor().resolve(cfg)
+    assert len(blocks[0]) == store_mod.DEFAULT_LEAF_BLOCKS and blocks[0][0] == 0 and blocks[0][-1] == 63
+    assert len(blocks[1]) == cfg.blocks(1)
+
+
+@pytest.mark.parametrize("monitor,field", [
+    (Monitor(variables=("state", "bogus")), "monitor.variables"),
+    (Monitor(levels=(5,)), "monitor.levels"),
+    (Monitor(every=0), "monitor.every"),
+    (Monitor(blocks={0: [0, 99]}), "monitor.blocks[0]"),
+])
+def test_bad_monitor_names_the_field(tmp_path, monitor, field):
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        _run(tmp_path, monitor=monitor)
+
+
+def test_existing_store_needs_overwrite(tmp_path):
+    _run(tmp_path)
+    before = open_run(tmp_path / "run.zarr").levels[0]["state"].values
+    with pytest.raises(StoreError, match="exists; pass overwrite"):
+        _run(tmp_path)
+    np.testing.assert_array_equal(open_run(tmp_path / "run.zarr").levels[0]["state"].values, before)
+    _run(tmp_path, overwrite=True)                                         # replaces it
+
+
+def test_refuses_to_overwrite_a_directory_that_is_not_a_store(tmp_path):
+    (tmp_path / "run.zarr").mkdir()
+    (tmp_path / "run.zarr" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a Zarr store"):
+        _run(tmp_path, overwrite=True)
+    assert (tmp_path / "run.zarr" / "notes.txt").read_text() == "mine"
+
+
+def test_read_only_directory_is_a_clear_error(tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.geteuid() == 0:                       # root writes anyway: make the check see what a user would
+        monkeypatch.setattr(store_mod.os, "access", lambda p, mode: False)
+    try:
+        with pytest.raises(StoreError, match="not writable"):
+            _run(ro)
+    finally:
+        ro.chmod(0o700)
+    assert not (ro / "run.zarr").exists()
+
+
+def test_full_disk_keeps_what_was_committed(tmp_path, monkeypatch):
+    """A write that fails with ENOSPC stops the run with a clear error; earlier flushes stay readable."""
+    import zarr.storage._local as local
+
+    monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.05)
+    real_put, calls = local._put, {"n": 0}
+
+    def put(path, value, exclusive=False):
+        if "level_0" in str(path) and "/c/" in str(path).replace(os.sep, "/"):
+            calls["n"] += 1
+            if calls["n"] > 20:                       # the first chunk flushes fit, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(path, value, exclusive)
+
+    monkeypatch.setattr(local, "_put", put)
+    with pytest.raises(StoreError, match="disk full"):
+        _run(tmp_path, duration=0.64)
+    stored = open_run(tmp_path / "run.zarr")
+    assert not stored.finished
+    leaves = stored.levels[0]
+    assert leaves.sizes["time"] > 0
+    assert np.isfinite(leaves["state"].values).all()          # committed rows are whole
+
+
+def test_uncommitted_rows_are_dropped(tmp_path):
+    """Rows written past the last commit (a flush killed before its commit) are not read."""
+    _run(tmp_path)
+    path = tmp_path / "run.zarr"
+    meta = json.loads((path / "zarr.json").read_text())
+    full = meta["attributes"]["rtnclock"]["committed"]["level_0"]
+    meta["attributes"]["rtnclock"]["committed"]["level_0"] = full - 3
+    (path / "zarr.json").write_text(json.dumps(meta))
+    assert open_run(path).levels[0].sizes["time"] == full - 3
+
+
+def test_info_summarises_a_run(tmp_path):
+    cfg, _, mem, _, run = _run(tmp_path)
+    text = info(tmp_path / "run.zarr")
+    assert "finished" in text and "scenario pulse" in text and "size on disk" in text
+    ticks = {k: len(mem.ticks[k]) for k in range(cfg.n_levels)}
+    for k, n in ticks.items():
+        assert any(line.split()[:2] == [str(k), str(n)] for line in text.splitlines())
+    assert f"sparsity {run.sparsity:.3f}" in text
+
+
+def test_open_run_on_a_missing_or_foreign_store(tmp_path):
+    with pytest.raises(StoreError, match="no Zarr store"):
+        open_run(tmp_path / "nothing.zarr")
+    import zarr
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    with pytest.raises(StoreError, match="not an rtnclock run"):
+        open_run(tmp_path / "other.zarr")
