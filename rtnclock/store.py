@@ -408,7 +408,11 @@ def open_run(path) -> StoredRun:
     committed = attrs.get("committed", {})
     levels = {int(name[6:]): _open_group(root, path, name, "time", committed.get(name, 0))
               for name in sorted(root.group_keys()) if name.startswith("level_")}
-    events = _open_group(root, path, "events", "event", committed.get("events", 0))
+    if "events" in root.group_keys():
+        events = _open_group(root, path, "events", "event", committed.get("events", 0))
+    else:                                   # killed while the store was being laid out
+        events = xr.Dataset({name: ("event", np.zeros(0, dtype)) for name, dtype in _EVENT_FIELDS.items()},
+                            attrs={"kinds": list(KINDS)})
     kinds = np.asarray(events.attrs.get("kinds", KINDS), dtype=object)
     events = events.assign(kind=("event", kinds[events["kind"].values.astype(int)]))
     sensory = xr.open_zarr(str(path), group="sensory", consolidated=False) if "sensory" in root.group_keys() \

@@ -1,0 +1,100 @@
+"""A run killed with SIGKILL (real subprocesses) leaves a store that opens and holds
+exactly an uninterrupted run's ticks up to its last committed flush."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from rtnclock import MemoryRecorder, open_run, simulate
+from rtnclock.scenarios import audio_stream
+
+DURATION = 6.0
+CHUNK_SECONDS = 0.25            # many flushes per run
+
+CHILD = r"""
+import os, signal, sys, torch
+torch.set_num_threads(1)
+from rtnclock import ZarrRecorder, simulate, store
+from rtnclock.scenarios import audio_stream
+store.CHUNK_SECONDS = {chunk}
+path, kill_at_write = sys.argv[1], int(sys.argv[2])
+if kill_at_write:
+    # Die inside a flush: at the n-th array write of the run.
+    import zarr
+    real, count = zarr.Array.__setitem__, [0]
+    def setitem(self, key, value):
+        count[0] += 1
+        if count[0] == kill_at_write:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, key, value)
+    zarr.Array.__setitem__ = setitem
+cfg = audio_stream.default_config()
+stream = audio_stream.make_stream(cfg, duration={duration}, seed=0, batch=1)
+print("ready", flush=True)
+simulate(cfg, stream, recorder=ZarrRecorder(path, overwrite=True, scenario="audio_stream", seed=0))
+print("done", flush=True)
+""".format(chunk=CHUNK_SECONDS, duration=DURATION)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    cfg = audio_stream.default_config()
+    stream = audio_stream.make_stream(cfg, duration=DURATION, seed=0, batch=1)
+    rec = MemoryRecorder()
+    run = simulate(cfg, stream, recorder=rec)
+    return {k: rec.trajectory(k) for k in range(cfg.n_levels)}, list(run.events)
+
+
+def _child(path, kill_at_write=0):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(kill_at_write)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _check_prefix(path, reference):
+    """The store opens; every committed row equals the uninterrupted run's."""
+    trajectories, events = reference
+    stored = open_run(path)
+    for k, ds in stored.levels.items():
+        ref, rows = trajectories[k], ds.sizes["time"]
+        assert rows <= len(ref["t"])
+        np.testing.assert_array_equal(ds["time"].values, ref["t"][:rows].numpy())
+        # Stored leaves are the default monitor's (all 16 here): states bit for bit.
+        np.testing.assert_array_equal(ds["state"].values, ref["state"][:rows].numpy())
+        np.testing.assert_array_equal(ds["gate"].values, ref["gate"][:rows].numpy())
+    kinds = list(stored.events["kind"].values)
+    assert kinds == [e.kind for e in events[:len(kinds)]]
+    return stored
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.1, 1.6])
+def test_sigkill_at_any_moment_leaves_a_readable_prefix(tmp_path, reference, delay):
+    path = tmp_path / "run.zarr"
+    child = _child(path)
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    if not (path / "zarr.json").exists():
+        pytest.skip("killed before the store was created")
+    stored = _check_prefix(path, reference)
+    if child.returncode == -signal.SIGKILL:
+        assert not stored.finished or stored.levels[0].sizes["time"] == len(reference[0][0]["t"])
+
+
+@pytest.mark.parametrize("kill_at_write", [3, 40, 97, 155])
+def test_sigkill_inside_a_flush_keeps_the_last_commit(tmp_path, reference, kill_at_write):
+    path = tmp_path / "run.zarr"
+    child = _child(path, kill_at_write)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, err
+    stored = _check_prefix(path, reference)
+    assert not stored.finished
+    if kill_at_write > 60:                                  # past the first flushes: data survived
+        assert stored.levels[0].sizes["time"] > 0
