@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="RUN.zarr", default=None,
                      help="write the trajectories, events and input to this Zarr store")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out store")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the killed run in --out from its last checkpoint (its stored "
+                          "config, seed, duration and batch are used)")
     run.add_argument("--mode", choices=CLI_MODES, default="multiclock",
                      help="scheduler (default multiclock)")
     run.add_argument("--threads", type=int, default=1, metavar="N",
@@ -122,17 +125,20 @@ def _run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     scenario = scenarios.get(args.scenario)
-    config = scenario.default_config()
     changes = parse_changes(args.changes)
-    if changes:
-        config = config.replace(**changes)
-    duration = scenario.DEFAULT_DURATION if args.duration is None else args.duration
+    if args.resume:
+        config, duration = _resumed_args(args, changes)
+    else:
+        config = scenario.default_config()
+        if changes:
+            config = config.replace(**changes)
+        duration = scenario.DEFAULT_DURATION if args.duration is None else args.duration
     stream = scenario.make_stream(config, duration=duration, seed=args.seed, batch=args.batch)
     recorder = None
     if args.out is not None:
         from .store import ZarrRecorder
-        recorder = ZarrRecorder(args.out, overwrite=args.overwrite, scenario=args.scenario, seed=args.seed,
-                                mode=args.mode)
+        recorder = ZarrRecorder(args.out, overwrite=args.overwrite, resume=args.resume, scenario=args.scenario,
+                                seed=args.seed, mode=args.mode, duration=duration, batch=args.batch)
     elif args.overwrite:
         raise ConfigError("--overwrite", True, "only together with --out RUN.zarr")
     _print_header(args, config, duration, changes)
@@ -149,6 +155,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"store {args.out}: {recorder.bytes_written / 2**20:.2f} MiB of trajectories written in "
               f"{recorder.write_seconds:.2f} s; `rtnclock info {args.out}` summarises it")
     return 0
+
+
+def _resumed_args(args, changes: dict):
+    """Config and duration of the run stored in ``--out``; sets seed, batch and mode on ``args``."""
+    from .store import stored_run_attrs
+
+    if args.out is None:
+        raise ConfigError("--resume", True, "only together with --out RUN.zarr (the killed run's store)")
+    if args.overwrite or changes or args.duration is not None:
+        raise ConfigError("--resume", True, "without --overwrite, --set or --duration (the stored run's are used)")
+    attrs = stored_run_attrs(args.out)
+    if attrs.get("scenario") != args.scenario:
+        raise ConfigError("scenario", args.scenario, f"{attrs.get('scenario')!r}, the stored run's")
+    args.seed, args.batch, args.mode = attrs["seed"], attrs.get("batch", 1), attrs.get("mode", "multiclock")
+    return attrs["config"], attrs["duration"]
 
 
 def _print_header(args, config, duration: float, changes: dict) -> None:

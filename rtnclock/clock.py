@@ -12,6 +12,8 @@ Events at one moment run in a declared order, enforced by simpy priorities
 
     frame -> close windows + coarse-up (level 0 up to K) -> gate + prior-down
     (level K down to 0) -> solve ahead (all levels that ticked, one call) -> record
+    -> end of moment (a recorder that checkpoints may flush here: nothing of the
+    moment is still in flight, so the state is whole)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ PRIO_CLOSE = 100      # + k: bottom-up
 PRIO_OPEN = 200       # + (K - k): top-down
 PRIO_SOLVE = 300
 PRIO_RECORD = 400     # + k
+PRIO_MOMENT = 500
 
 #: With no parent to change its inputs, the root leaf (K = 0) solves this many ticks per call.
 LEAF_BATCH = 64
@@ -71,6 +74,10 @@ class MultiClock:
         self.procs = [self.env.process(self._level(k)) for k in range(self.K + 1)]
         self.env.process(self._frames())
         self._ticking: dict[int, int] = {}      # level -> n of its tick in progress
+        # A recorder with `moment(n, snapshot)` is told when each moment is whole.
+        self._moment = getattr(self.recorder, "moment", None)
+        if self._moment is not None:
+            self.recorder.moment_driven = True
 
     def run(self) -> SimState:
         """Advance to the end; returns the final state."""
@@ -84,13 +91,13 @@ class MultiClock:
         stream, h = self.hier.stream, self.hier
         bad = set(stream.bad_frames)
         n_frames = int(round(h.t(self.state.end_n) / stream.dt)) + 1
-        first = int(round(h.t(self.state.n) / stream.dt))
-        for i in range(first, n_frames):
+        for i in range(self.state.next_frame, n_frames):
             n = math.ceil(i * stream.dt / h.dt0 - 1e-9)
             yield self._at(max(n, self.env.now), PRIO_FRAME)
             h.events.log(self.env.now, "frame", t=i * stream.dt, block=i)
             if i in bad:
                 h.events.log(self.env.now, "bad_frame", t=i * stream.dt, block=i)
+            self.state.next_frame = i + 1
 
     def _level(self, k: int):
         st, hier, state = self.state.levels[k], self.hier, self.state
@@ -124,6 +131,9 @@ class MultiClock:
             self.recorder.record(hier.record(state, k, n))
             if n >= state.end_n:
                 return
+            if k == 0 and self._moment is not None:
+                yield self._at(n, PRIO_MOMENT)
+                self._moment(n, self.state)
 
     def _solve_ahead(self, n: int) -> None:
         """One call for every level that ticked at ``n`` and needs a new window."""

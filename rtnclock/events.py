@@ -52,6 +52,10 @@ class EventLog:
         for b, i in mask.nonzero().tolist():
             self._rows.append(Event(n, t, kind, level, i, b))
 
+    def extend(self, events) -> None:
+        """Append already-made :class:`Event` rows (a resumed run's past)."""
+        self._rows.extend(events)
+
     def __len__(self) -> int:
         return len(self._rows)
 

@@ -137,7 +137,12 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
     events, stats = EventLog(dt0), SolveStats()
     hier = Hierarchy(model, stream, events, stats)
     state = hier.initial_state(end_n)
-    recorder.start(config, events, stream)
+    if getattr(recorder, "resuming", False):
+        state = _resume(recorder, config, events, stream, mode, model, stats, state)
+    else:
+        recorder.start(config, events, stream)
+    if hasattr(recorder, "bind"):
+        recorder.bind(lambda: dict(model=model.state_dict(), stats=stats, rng=torch.get_rng_state()))
     start = time.perf_counter()
     try:
         with torch.set_grad_enabled(grad):
@@ -156,6 +161,23 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
     recorder.close()
     return Run(config=config, model=model, mode=mode, state=state, events=events, stats=stats,
                recorder=recorder, wall_seconds=time.perf_counter() - start)
+
+
+def _resume(recorder, config, events, stream, mode, model, stats, fresh):
+    """The state a killed run checkpointed (its model, counters and RNG restored), or ``fresh``."""
+    if mode != "multiclock":
+        raise ConfigError("mode", mode, "multiclock (only multi-clock runs checkpoint and resume)")
+    ckpt = recorder.resume(config, events, stream)
+    if ckpt is None:
+        return fresh
+    state = ckpt["state"]
+    if state.end_n != fresh.end_n:
+        raise ConfigError("duration", fresh.end_n * config.base_period,
+                          f"the killed run's duration, {state.end_n * config.base_period:g} s")
+    model.load_state_dict(ckpt["model"])
+    stats.__dict__.update(ckpt["stats"].__dict__)
+    torch.set_rng_state(ckpt["rng"])
+    return state
 
 
 def _check_stream(config: Config, stream: Stream) -> None:

@@ -31,6 +31,7 @@ spent less time writing (1.5 s vs 1.9 s), because less went to disk.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -61,6 +62,9 @@ CHUNK_BYTES = 4 << 20
 #: ... and at most this much simulated time (seconds).
 CHUNK_SECONDS = 60.0
 _EVENT_CHUNK = 65536
+#: Group holding the scheduler state of the last flush in two byte-array slots;
+#: the commit names the valid one, so a checkpoint is replaced atomically.
+CHECKPOINT = "checkpoint"
 
 
 def _compressors():
@@ -208,17 +212,31 @@ class ZarrRecorder(NullRecorder):
     """
 
     def __init__(self, path, *, monitor: Monitor | None = None, overwrite: bool = False,
-                 scenario: str | None = None, seed: int | None = None, mode: str = "multiclock"):
+                 resume: bool = False, scenario: str | None = None, seed: int | None = None,
+                 mode: str = "multiclock", **meta):
         self.path = Path(path)
         self.monitor = monitor or Monitor()
-        self.overwrite = overwrite
-        self.meta = dict(scenario=scenario, seed=seed, mode=mode)
+        self.overwrite, self.resuming = overwrite, resume
+        self.meta = dict(scenario=scenario, seed=seed, mode=mode, **meta)
         self.root = None
         self.buffers: dict[int, _LevelBuffer] = {}
         self.events: EventLog | None = None
         self.events_written = 0
         self.bytes_written, self.write_seconds = 0, 0.0      # trajectory payload and time in flushes
-        self._check_target(remove=False)                     # fail before the run, not after
+        self.moment_driven = False      # set by the multi-clock scheduler: flush at whole moments
+        self._due: set[int] = set()
+        self._extra = None
+        self._ckpt: dict | None = None       # {"slot", "nbytes"} of the committed checkpoint
+        self._committed: dict = {}
+        if resume:
+            if not (self.path / "zarr.json").is_file():
+                raise StoreError(f"nothing to resume at {str(self.path)!r}: no Zarr store there")
+        else:
+            self._check_target(remove=False)                 # fail before the run, not after
+
+    def bind(self, extra) -> None:
+        """``extra()`` returns what a checkpoint holds besides the state (model, stats, RNG)."""
+        self._extra = extra
 
     # ---- recorder interface --------------------------------------------
     def start(self, config: Config, events: EventLog | None = None, stream=None) -> None:
@@ -244,6 +262,10 @@ class ZarrRecorder(NullRecorder):
                 self.buffers[k] = _LevelBuffer(group, k, idx, config, batch, tuple(self.monitor.variables), dtype)
                 self.buffers[k].create()
             self._create_events()
+            ck = self.root.create_group(CHECKPOINT)
+            for slot in ("a", "b"):
+                ck.create_array(slot, shape=(0,), chunks=(1 << 22,), dtype=np.uint8, dimension_names=["byte"],
+                                compressors=None)
             if stream is not None:
                 self._write_sensory(stream, dtype)
         self._guard(build)
@@ -258,29 +280,131 @@ class ZarrRecorder(NullRecorder):
         if count % self.every:
             return
         if buf.add(tick):
-            self._guard(lambda: self._flush([buf]))
+            if self.moment_driven:
+                self._due.add(tick.level)          # written once the moment is whole
+            else:
+                self._guard(lambda: self._flush([buf]))
+
+    def moment(self, n: int, state) -> None:
+        """End of moment ``n``: write full chunks, then a checkpoint, then the commit."""
+        if self._due:
+            buffers = [self.buffers[k] for k in sorted(self._due)]
+            self._due = set()
+            self._guard(lambda: self._flush(buffers, checkpoint=state))
 
     def close(self, failed: bool = False) -> None:
         """Write what is buffered; mark the store finished unless the run failed."""
         if self.root is None:
             return
+        # A failed run writes what it holds (readable) and keeps its checkpoint:
+        # a resume cuts the arrays back to it and continues.
         self._guard(lambda: self._flush(list(self.buffers.values()), finished=not failed))
+        if not failed:                      # a finished run needs no checkpoint
+            self._guard(self._drop_checkpoint)
+
+    def _drop_checkpoint(self) -> None:
+        for slot in ("a", "b"):
+            self.root[CHECKPOINT][slot].resize((0,))
+        self._ckpt = None
+        self._write_attrs(committed=self._committed, finished=True)
+
+    # ---- resuming ----------------------------------------------------------
+    def resume(self, config: Config, events: EventLog, stream=None) -> dict | None:
+        """Reopen a killed run's store at its last checkpoint.
+
+        Arrays are cut back to the checkpoint's rows, held ticks restored and
+        the committed events reloaded into ``events``.
+
+        Returns:
+            The checkpoint (``state``, ``model``, ``stats``, ``rng``), or None
+            when the run died before its first checkpoint (it then starts over).
+
+        Raises:
+            StoreError: not an rtnclock store, already finished, or written with
+                another config.
+        """
+        import zarr
+
+        root = self._guard(lambda: zarr.open_group(store=str(self.path), mode="r+"))
+        attrs = dict(root.attrs).get("rtnclock")
+        if not attrs or "config" not in attrs:
+            raise StoreError(f"{str(self.path)!r} is not an rtnclock run; nothing to resume")
+        if attrs.get("finished"):
+            raise StoreError(f"{str(self.path)!r} holds a finished run; nothing to resume")
+        stored = _from_json(attrs["config"])
+        mine = _from_json(_jsonable(config.to_dict()))
+        differ = [k for k in mine if mine[k] != stored.get(k)]
+        if differ:
+            raise StoreError(f"{str(self.path)!r} was written with another config ({', '.join(differ)} differ)")
+        where = attrs.get("checkpoint")
+        if not where:
+            self.overwrite = True
+            self.start(config, events, stream)
+            return None
+        raw = self._guard(lambda: root[CHECKPOINT][where["slot"]][:where["nbytes"]])
+        ckpt = torch.load(io.BytesIO(raw.tobytes()), weights_only=False)
+        self._ckpt = where
+        self.config, self.events, self.root = config, events, root
+        self.monitor, self.meta = ckpt["monitor"], ckpt["meta"]
+        rec = ckpt["recorder"]
+        self.every, self._counts = self.monitor.every, rec["counts"]
+        self.events_written, self.bytes_written = rec["events_written"], rec["bytes_written"]
+        blocks = self.monitor.resolve(config)
+        batch = stream.batch if stream is not None else 1
+        dtype = np.float32 if config.dtype == "float32" else np.float64
+
+        def restore():
+            for k, idx in blocks.items():
+                buf = _LevelBuffer(root[f"level_{k}"], k, idx, config, batch, tuple(self.monitor.variables), dtype)
+                buf.rows, buf.ticks = rec["rows"][k], rec["ticks"][k]
+                buf.chunk = buf.group["time"].chunks[0]          # as written, whatever the defaults now
+                for v, shape in buf.shapes.items():           # drop rows of a flush that never checkpointed
+                    buf.group[v].resize((buf.rows, *shape))
+                self.buffers[k] = buf
+            for name in _EVENT_FIELDS:
+                root["events"][name].resize((self.events_written,))
+            self._committed = {f"level_{k}": b.rows for k, b in self.buffers.items()}
+            self._committed["events"] = self.events_written
+            self._write_attrs(committed=self._committed, finished=False)
+        self._guard(restore)
+        events.extend(_read_events(root["events"], self.events_written))
+        return ckpt
+
+    def _checkpoint(self, state) -> None:
+        """Write the scheduler state, held ticks and counters (atomically: temp, then rename)."""
+        ckpt = dict(state=state, monitor=self.monitor, meta=self.meta,
+                    recorder=dict(counts=self._counts, events_written=self.events_written,
+                                  bytes_written=self.bytes_written,
+                                  rows={k: b.rows for k, b in self.buffers.items()},
+                                  ticks={k: b.ticks for k, b in self.buffers.items()}))
+        if self._extra is not None:
+            ckpt.update(self._extra())
+        out = io.BytesIO()
+        torch.save(ckpt, out)
+        data = np.frombuffer(out.getbuffer(), dtype=np.uint8)
+        slot = "b" if self._ckpt and self._ckpt["slot"] == "a" else "a"
+        arr = self.root[CHECKPOINT][slot]
+        arr.resize((len(data),))
+        arr[:] = data
+        self._ckpt = {"slot": slot, "nbytes": len(data)}     # takes effect with the commit
 
     # ---- writing ---------------------------------------------------------
-    def _flush(self, buffers, finished: bool = False) -> None:
+    def _flush(self, buffers, finished: bool = False, checkpoint=None) -> None:
         start = time.perf_counter()
         for buf in buffers:
             self.bytes_written += buf.flush()
         self._flush_events()
-        committed = {f"level_{k}": b.rows for k, b in self.buffers.items()}
-        committed["events"] = self.events_written
-        self._write_attrs(committed=committed, finished=finished)
+        if checkpoint is not None:
+            self._checkpoint(checkpoint)
+        self._committed = {f"level_{k}": b.rows for k, b in self.buffers.items()}
+        self._committed["events"] = self.events_written
+        self._write_attrs(committed=self._committed, finished=finished)
         self.write_seconds += time.perf_counter() - start
 
     def _write_attrs(self, committed: dict, finished: bool) -> None:
         self.root.attrs["rtnclock"] = dict(
             schema_version=SCHEMA_VERSION, version=__version__, config=_jsonable(self.config.to_dict()),
-            committed=committed, finished=finished, **self.meta)
+            committed=committed, finished=finished, checkpoint=self._ckpt, **self.meta)
 
     def _create_events(self) -> None:
         group = self.root.create_group("events")
@@ -352,6 +476,16 @@ class ZarrRecorder(NullRecorder):
                              "what was committed before stays readable") from err
 
 
+def _read_events(group, rows: int) -> list:
+    """The first ``rows`` events of a store's events group as :class:`Event` objects."""
+    from .events import Event
+
+    cols = {name: group[name][:rows] for name in _EVENT_FIELDS}
+    return [Event(int(n), float(t), KINDS[int(kind)], int(level), int(block), int(stream))
+            for n, t, kind, level, block, stream in zip(cols["n"], cols["time"], cols["kind"], cols["level"],
+                                                       cols["block"], cols["stream"])]
+
+
 _EVENT_FIELDS = {"n": np.int64, "time": np.float64, "kind": np.int8, "level": np.int16,
                  "block": np.int64, "stream": np.int64}
 
@@ -392,18 +526,9 @@ def open_run(path) -> StoredRun:
         StoreError: no store at ``path``, or not an rtnclock store.
     """
     import xarray as xr
-    import zarr
 
     path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"no Zarr store at {str(path)!r}")
-    try:
-        root = zarr.open_group(store=str(path), mode="r")
-        attrs = dict(root.attrs).get("rtnclock")
-    except (OSError, ValueError, json.JSONDecodeError) as err:
-        raise StoreError(f"cannot read store {str(path)!r}: {err}") from err
-    if not attrs or "config" not in attrs:
-        raise StoreError(f"{str(path)!r} is a Zarr store but not an rtnclock run")
+    root, attrs = _root_attrs(path)
     config = Config.from_dict(_from_json(attrs["config"]))
     committed = attrs.get("committed", {})
     levels = {int(name[6:]): _open_group(root, path, name, "time", committed.get(name, 0))
@@ -418,6 +543,27 @@ def open_run(path) -> StoredRun:
     sensory = xr.open_zarr(str(path), group="sensory", consolidated=False) if "sensory" in root.group_keys() \
         else None
     return StoredRun(path=path, attrs=attrs, config=config, levels=levels, events=events, sensory=sensory)
+
+
+def stored_run_attrs(path) -> dict:
+    """A store's root attributes (config as a :class:`Config`); raises ``StoreError`` if not a run."""
+    _, attrs = _root_attrs(Path(path))
+    return {**attrs, "config": Config.from_dict(_from_json(attrs["config"]))}
+
+
+def _root_attrs(path: Path):
+    import zarr
+
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"no Zarr store at {str(path)!r}")
+    try:
+        root = zarr.open_group(store=str(path), mode="r")
+        attrs = dict(root.attrs).get("rtnclock")
+    except (OSError, ValueError, json.JSONDecodeError) as err:
+        raise StoreError(f"cannot read store {str(path)!r}: {err}") from err
+    if not attrs or "config" not in attrs:
+        raise StoreError(f"{str(path)!r} is a Zarr store but not an rtnclock run")
+    return root, attrs
 
 
 def _open_group(root, path: Path, name: str, dim: str, rows: int):

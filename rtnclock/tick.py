@@ -60,6 +60,7 @@ class SimState:
     n: int = 0
     end_n: int = 0
     totals: dict = field(default_factory=dict)
+    next_frame: int = 0        # first stream frame not yet delivered
 
 
 class Hierarchy:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from rtnclock import MemoryRecorder, open_run, simulate
+from rtnclock import MemoryRecorder, ZarrRecorder, open_run, simulate
+from rtnclock.cli import main
 from rtnclock.scenarios import audio_stream
 
 DURATION = 6.0
@@ -37,7 +38,8 @@ if kill_at_write:
 cfg = audio_stream.default_config()
 stream = audio_stream.make_stream(cfg, duration={duration}, seed=0, batch=1)
 print("ready", flush=True)
-simulate(cfg, stream, recorder=ZarrRecorder(path, overwrite=True, scenario="audio_stream", seed=0))
+simulate(cfg, stream, recorder=ZarrRecorder(path, overwrite=True, scenario="audio_stream", seed=0,
+                                            duration={duration}, batch=1))
 print("done", flush=True)
 """.format(chunk=CHUNK_SECONDS, duration=DURATION)
 
@@ -98,3 +100,50 @@ def test_sigkill_inside_a_flush_keeps_the_last_commit(tmp_path, reference, kill_
     assert not stored.finished
     if kill_at_write > 60:                                  # past the first flushes: data survived
         assert stored.levels[0].sizes["time"] > 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    child = _child(path)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    return open_run(path)
+
+
+def _assert_same_store(a, b):
+    assert a.finished and b.finished
+    assert sorted(a.levels) == sorted(b.levels)
+    for k in a.levels:
+        for name in b.levels[k].data_vars:
+            np.testing.assert_array_equal(a.levels[k][name].values, b.levels[k][name].values,
+                                          err_msg=f"level {k} {name}")
+    for name in b.events.data_vars:
+        np.testing.assert_array_equal(a.events[name].values, b.events[name].values, err_msg=f"events {name}")
+
+
+@pytest.mark.parametrize("kill_at_write", [3, 97, 230])
+def test_resume_after_a_kill_equals_the_uninterrupted_store(tmp_path, uninterrupted, kill_at_write):
+    """Killed inside a flush (or while the store was laid out), then resumed: bit for bit the same store."""
+    path = tmp_path / "run.zarr"
+    child = _child(path, kill_at_write)
+    child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    cfg = audio_stream.default_config()
+    stream = audio_stream.make_stream(cfg, duration=DURATION, seed=0, batch=1)
+    simulate(cfg, stream, recorder=ZarrRecorder(path, resume=True))
+    _assert_same_store(open_run(path), uninterrupted)
+
+
+def test_cli_resume_after_sigkill_at_a_moment(tmp_path, uninterrupted, capsys):
+    path = tmp_path / "run.zarr"
+    child = _child(path)
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(0.8)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    assert main(["run", "audio_stream", "--out", str(path), "--resume"]) == 0
+    _assert_same_store(open_run(path), uninterrupted)
+    # A finished run has nothing to resume.
+    assert main(["run", "audio_stream", "--out", str(path), "--resume"]) == 2
+    assert "finished run; nothing to resume" in capsys.readouterr().err
