@@ -356,7 +356,7 @@ class ZarrRecorder(NullRecorder):
         def restore():
             for k, idx in blocks.items():
                 buf = _LevelBuffer(root[f"level_{k}"], k, idx, config, batch, tuple(self.monitor.variables), dtype)
-                buf.rows, buf.ticks = rec["rows"][k], rec["ticks"][k]
+                buf.rows, buf.ticks = rec["rows"][k], _unstack(k, rec["ticks"][k])
                 buf.chunk = buf.group["time"].chunks[0]          # as written, whatever the defaults now
                 for v, shape in buf.shapes.items():           # drop rows of a flush that never checkpointed
                     buf.group[v].resize((buf.rows, *shape))
@@ -376,7 +376,8 @@ class ZarrRecorder(NullRecorder):
                     recorder=dict(counts=self._counts, events_written=self.events_written,
                                   bytes_written=self.bytes_written,
                                   rows={k: b.rows for k, b in self.buffers.items()},
-                                  ticks={k: b.ticks for k, b in self.buffers.items()}))
+                                  ticks={k: stack_ticks(b.ticks) if b.ticks else None
+                                         for k, b in self.buffers.items()}))
         if self._extra is not None:
             ckpt.update(self._extra())
         out = io.BytesIO()
@@ -474,6 +475,17 @@ class ZarrRecorder(NullRecorder):
             why = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
             raise StoreError(f"cannot write store {str(self.path)!r}: {why}; "
                              "what was committed before stays readable") from err
+
+
+def _unstack(level: int, cols: dict | None) -> list[TickRecord]:
+    """Inverse of ``stack_ticks`` (held ticks travel stacked: a few tensors pickle fast)."""
+    if cols is None:
+        return []
+    names = ("state", "gate", "surprise", "entropy", "free_energy", "active")
+    return [TickRecord(level=level, n=int(cols["n"][i]), t=float(cols["t"][i]),
+                       cost=float(cols["cost"][i]), full_cost=float(cols["full_cost"][i]),
+                       escalated=bool(cols["escalated"][i]), **{k: cols[k][i] for k in names})
+            for i in range(len(cols["t"]))]
 
 
 def _read_events(group, rows: int) -> list:
