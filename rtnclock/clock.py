@@ -74,10 +74,11 @@ class MultiClock:
         self.procs = [self.env.process(self._level(k)) for k in range(self.K + 1)]
         self.env.process(self._frames())
         self._ticking: dict[int, int] = {}      # level -> n of its tick in progress
-        # A recorder with `moment(n, snapshot)` is told when each moment is whole.
-        self._moment = getattr(self.recorder, "moment", None)
-        if self._moment is not None:
+        # A recorder with `moment(n, state)` may ask to be called when the
+        # current moment is whole (it flushes and checkpoints there).
+        if hasattr(self.recorder, "moment"):
             self.recorder.moment_driven = True
+            self.recorder.request_moment = self._request_moment
 
     def run(self) -> SimState:
         """Advance to the end; returns the final state."""
@@ -131,9 +132,11 @@ class MultiClock:
             self.recorder.record(hier.record(state, k, n))
             if n >= state.end_n:
                 return
-            if k == 0 and self._moment is not None:
-                yield self._at(n, PRIO_MOMENT)
-                self._moment(n, self.state)
+
+    def _request_moment(self) -> None:
+        """Call ``recorder.moment(n, state)`` once everything at this moment ``n`` has run."""
+        n = self.env.now
+        self._at(n, PRIO_MOMENT).callbacks.append(lambda _: self.recorder.moment(n, self.state))
 
     def _solve_ahead(self, n: int) -> None:
         """One call for every level that ticked at ``n`` and needs a new window."""
