@@ -223,6 +223,7 @@ class ZarrRecorder(NullRecorder):
         self.events: EventLog | None = None
         self.events_written = 0
         self.bytes_written, self.write_seconds = 0, 0.0      # trajectory payload and time in flushes
+        self.seconds = 0.0              # wall time spent in this recorder's calls (its whole cost)
         self.moment_driven = False      # the multi-clock scheduler sets it and request_moment()
         self._due: set[int] = set()
         self._extra = None
@@ -241,6 +242,13 @@ class ZarrRecorder(NullRecorder):
     # ---- recorder interface --------------------------------------------
     def start(self, config: Config, events: EventLog | None = None, stream=None) -> None:
         """Create the store: attributes, level arrays, sensory features."""
+        began = time.perf_counter()
+        try:
+            self._start(config, events, stream)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def _start(self, config: Config, events: EventLog | None, stream) -> None:
         import zarr
 
         self.config, self.events = config, events
@@ -272,6 +280,13 @@ class ZarrRecorder(NullRecorder):
 
     def record(self, tick: TickRecord) -> None:
         """Buffer a tick of a monitored level; write the level's chunk when full."""
+        began = time.perf_counter()
+        try:
+            self._record(tick)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def _record(self, tick: TickRecord) -> None:
         buf = self.buffers.get(tick.level)
         if buf is None:
             return
@@ -290,14 +305,25 @@ class ZarrRecorder(NullRecorder):
     def moment(self, n: int, state) -> None:
         """End of moment ``n``: write full chunks, then a checkpoint, then the commit."""
         if self._due:
+            began = time.perf_counter()
             buffers = [self.buffers[k] for k in sorted(self._due)]
             self._due = set()
-            self._guard(lambda: self._flush(buffers, checkpoint=state))
+            try:
+                self._guard(lambda: self._flush(buffers, checkpoint=state))
+            finally:
+                self.seconds += time.perf_counter() - began
 
     def close(self, failed: bool = False) -> None:
         """Write what is buffered; mark the store finished unless the run failed."""
         if self.root is None:
             return
+        began = time.perf_counter()
+        try:
+            self._close(failed)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def _close(self, failed: bool) -> None:
         # A failed run writes what it holds (readable) and keeps its checkpoint:
         # a resume cuts the arrays back to it and continues.
         self._guard(lambda: self._flush(list(self.buffers.values()), finished=not failed))
