@@ -26,6 +26,7 @@ import torch
 
 from rtnclock import Config, MemoryRecorder, Stream, simulate, solvers
 from rtnclock.scenarios import audio_stream
+from tables import table
 
 TICKS = 256                     # simulated leaf periods per run (2.56 s at tau0 = 10 ms)
 
@@ -43,22 +44,6 @@ def smooth(cfg: Config, B: int, duration: float, dt: float = 0.005, seed: int = 
 
 def max_err(a, b) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a.final_states(), b.final_states()))
-
-
-def table(header: list[str], rows: list[list]) -> None:
-    cells = [header] + [[_fmt(c) for c in r] for r in rows]
-    width = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for j, r in enumerate(cells):
-        print("| " + " | ".join(c.rjust(w) for c, w in zip(r, width)) + " |")
-        if j == 0:
-            print("|" + "|".join("-" * (w + 2) for w in width) + "|")
-    print()
-
-
-def _fmt(c) -> str:
-    if isinstance(c, float):
-        return f"{c:.3g}" if abs(c) < 1e4 else f"{c:.3e}"
-    return str(c)
 
 
 def open_gates(quick: bool) -> None:

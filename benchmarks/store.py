@@ -24,17 +24,7 @@ import xarray as xr
 
 from rtnclock import NullRecorder, ZarrRecorder, open_run, simulate, store
 from rtnclock.scenarios import audio_stream
-
-
-
-def table(header, rows):
-    cells = [header] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-    width = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for j, r in enumerate(cells):
-        print("| " + " | ".join(c.rjust(w) for c, w in zip(r, width)) + " |")
-        if j == 0:
-            print("|" + "|".join("-" * (w + 2) for w in width) + "|")
-    print()
+from tables import table
 
 
 def size_of(path: Path) -> int:

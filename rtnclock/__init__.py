@@ -12,7 +12,8 @@ from .level import BlockLevel
 from .model import RTNModel
 from .recorder import MemoryRecorder, NullRecorder, TickRecord
 from .simulate import Run, simulate
-from .store import Monitor, StoreError, StoredRun, ZarrRecorder, info, open_run
+from .runs import StoredRun, info, open_run
+from .store import Monitor, StoreError, ZarrRecorder
 from .stream import Stream
 
 __all__ = [

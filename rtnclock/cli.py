@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "scenarios":
             return _list_scenarios()
         if args.command == "info":
-            from .store import info
+            from .runs import info
             print(info(args.run))
             return 0
         if args.threads < 1:
@@ -159,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _resumed_args(args, changes: dict):
     """Config and duration of the run stored in ``--out``; sets seed, batch and mode on ``args``."""
-    from .store import stored_run_attrs
+    from .runs import stored_run_attrs
 
     if args.out is None:
         raise ConfigError("--resume", True, "only together with --out RUN.zarr (the killed run's store)")

@@ -23,7 +23,6 @@ import math
 import simpy
 from simpy.events import Event
 
-from .events import EventLog
 from .recorder import NullRecorder
 from .tick import Hierarchy, SimState
 

@@ -1,4 +1,4 @@
-"""Runs as Zarr v3 stores (DESIGN §3): ``ZarrRecorder`` writes, ``open_run`` reads.
+"""Runs as Zarr v3 stores (DESIGN §3): ``ZarrRecorder`` writes (``runs.open_run`` reads).
 
 Layout (every array has dimension names, so ``xarray.open_zarr(path,
 group="level_0")`` gives a labelled dataset with time in seconds)::
@@ -31,8 +31,8 @@ the same flush time (0.39 s vs 0.35 s); higher levels bought nothing.
 from __future__ import annotations
 
 import errno
+import functools
 import io
-import json
 import math
 import os
 import shutil
@@ -75,6 +75,18 @@ def _compressors():
 
 #: zstd level of every array (see the module docstring); None stores raw chunks.
 CODEC_LEVEL: int | None = 1
+
+
+def _timed(method):
+    """Add the wall time of each call to ``self.seconds`` (the recorder's whole cost)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - began
+    return wrapper
 
 
 class StoreError(RtnclockError, OSError):
@@ -240,15 +252,9 @@ class ZarrRecorder(NullRecorder):
         self._extra = extra
 
     # ---- recorder interface --------------------------------------------
+    @_timed
     def start(self, config: Config, events: EventLog | None = None, stream=None) -> None:
         """Create the store: attributes, level arrays, sensory features."""
-        began = time.perf_counter()
-        try:
-            self._start(config, events, stream)
-        finally:
-            self.seconds += time.perf_counter() - began
-
-    def _start(self, config: Config, events: EventLog | None, stream) -> None:
         import zarr
 
         self.config, self.events = config, events
@@ -278,15 +284,9 @@ class ZarrRecorder(NullRecorder):
                 self._write_sensory(stream, dtype)
         self._guard(build)
 
+    @_timed
     def record(self, tick: TickRecord) -> None:
         """Buffer a tick of a monitored level; write the level's chunk when full."""
-        began = time.perf_counter()
-        try:
-            self._record(tick)
-        finally:
-            self.seconds += time.perf_counter() - began
-
-    def _record(self, tick: TickRecord) -> None:
         buf = self.buffers.get(tick.level)
         if buf is None:
             return
@@ -302,28 +302,18 @@ class ZarrRecorder(NullRecorder):
             else:
                 self._guard(lambda: self._flush([buf]))
 
+    @_timed
     def moment(self, n: int, state) -> None:
         """End of moment ``n``: write full chunks, then a checkpoint, then the commit."""
-        if self._due:
-            began = time.perf_counter()
-            buffers = [self.buffers[k] for k in sorted(self._due)]
-            self._due = set()
-            try:
-                self._guard(lambda: self._flush(buffers, checkpoint=state))
-            finally:
-                self.seconds += time.perf_counter() - began
+        buffers = [self.buffers[k] for k in sorted(self._due)]
+        self._due = set()
+        self._guard(lambda: self._flush(buffers, checkpoint=state))
 
+    @_timed
     def close(self, failed: bool = False) -> None:
         """Write what is buffered; mark the store finished unless the run failed."""
         if self.root is None:
             return
-        began = time.perf_counter()
-        try:
-            self._close(failed)
-        finally:
-            self.seconds += time.perf_counter() - began
-
-    def _close(self, failed: bool) -> None:
         # A failed run writes what it holds (readable) and keeps its checkpoint:
         # a resume cuts the arrays back to it and continues.
         self._guard(lambda: self._flush(list(self.buffers.values()), finished=not failed))
@@ -528,137 +518,6 @@ def _read_events(group, rows: int) -> list:
 
 _EVENT_FIELDS = {"n": np.int64, "time": np.float64, "kind": np.int8, "level": np.int16,
                  "block": np.int64, "stream": np.int64}
-
-
-@dataclass
-class StoredRun:
-    """A run read back from a store.
-
-    Attributes:
-        path: the store.
-        attrs: root attributes (config, scenario, seed, version, committed rows).
-        config: the resolved :class:`Config`.
-        levels: ``{k: xarray.Dataset}`` of the recorded levels (committed rows).
-        events: ``xarray.Dataset`` of events, ``kind`` as strings.
-        sensory: ``xarray.Dataset`` of the input features, or ``None``.
-    """
-
-    path: Path
-    attrs: dict
-    config: Config
-    levels: dict
-    events: object
-    sensory: object
-
-    @property
-    def finished(self) -> bool:
-        """The run closed normally (False: killed or failed; data up to its last flush)."""
-        return bool(self.attrs.get("finished"))
-
-
-def open_run(path) -> StoredRun:
-    """Open a stored run: per-level xarray datasets, events and config.
-
-    Rows written after the last committed flush (a run killed mid-flush) are
-    left out.
-
-    Raises:
-        StoreError: no store at ``path``, or not an rtnclock store.
-    """
-    import xarray as xr
-
-    path = Path(path)
-    root, attrs = _root_attrs(path)
-    config = Config.from_dict(_from_json(attrs["config"]))
-    committed = attrs.get("committed", {})
-    levels = {int(name[6:]): _open_group(root, path, name, "time", committed.get(name, 0))
-              for name in sorted(root.group_keys()) if name.startswith("level_")}
-    if "events" in root.group_keys():
-        events = _open_group(root, path, "events", "event", committed.get("events", 0))
-    else:                                   # killed while the store was being laid out
-        events = xr.Dataset({name: ("event", np.zeros(0, dtype)) for name, dtype in _EVENT_FIELDS.items()},
-                            attrs={"kinds": list(KINDS)})
-    kinds = np.asarray(events.attrs.get("kinds", KINDS), dtype=object)
-    events = events.assign(kind=("event", kinds[events["kind"].values.astype(int)]))
-    sensory = xr.open_zarr(str(path), group="sensory", consolidated=False) if "sensory" in root.group_keys() \
-        else None
-    return StoredRun(path=path, attrs=attrs, config=config, levels=levels, events=events, sensory=sensory)
-
-
-def stored_run_attrs(path) -> dict:
-    """A store's root attributes (config as a :class:`Config`); raises ``StoreError`` if not a run."""
-    _, attrs = _root_attrs(Path(path))
-    return {**attrs, "config": Config.from_dict(_from_json(attrs["config"]))}
-
-
-def _root_attrs(path: Path):
-    import zarr
-
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"no Zarr store at {str(path)!r}")
-    try:
-        root = zarr.open_group(store=str(path), mode="r")
-        attrs = dict(root.attrs).get("rtnclock")
-    except (OSError, ValueError, json.JSONDecodeError) as err:
-        raise StoreError(f"cannot read store {str(path)!r}: {err}") from err
-    if not attrs or "config" not in attrs:
-        raise StoreError(f"{str(path)!r} is a Zarr store but not an rtnclock run")
-    return root, attrs
-
-
-def _open_group(root, path: Path, name: str, dim: str, rows: int):
-    """One group as a dataset of its first ``rows`` along ``dim`` (lazy where it can be).
-
-    A run killed inside a flush can leave arrays of a group at different
-    lengths, which ``xarray.open_zarr`` refuses; then the committed rows are
-    read array by array.
-    """
-    import xarray as xr
-
-    try:
-        return xr.open_zarr(str(path), group=name, consolidated=False).isel({dim: slice(0, rows)})
-    except ValueError:
-        group = root[name]
-        variables = {}
-        for key, arr in group.arrays():
-            dims = tuple(arr.metadata.dimension_names)
-            data = arr[:rows] if dims and dims[0] == dim else arr[:]
-            variables[key] = xr.Variable(dims, data, attrs=dict(arr.attrs))
-        coords = {k: v for k, v in variables.items() if v.dims == (k,)}
-        data_vars = {k: v for k, v in variables.items() if k not in coords}
-        return xr.Dataset(data_vars, coords=coords, attrs=dict(group.attrs))
-
-
-def info(path) -> str:
-    """A text summary of a stored run (what ``rtnclock info RUN`` prints)."""
-    run = open_run(path)
-    cfg, a = run.config, run.attrs
-    lines = [f"{run.path}: rtnclock {a.get('version')} (schema {a.get('schema_version')}), "
-             f"scenario {a.get('scenario')}, seed {a.get('seed')}, mode {a.get('mode')}, "
-             + ("finished" if run.finished else "NOT finished (killed or failed; data to its last flush)")]
-    ends = [float(ds["time"][-1]) for ds in run.levels.values() if ds.sizes["time"]]
-    lines.append(f"duration {max(ends) if ends else 0:g} s; {cfg.n_levels} levels (K={cfg.K}, "
-                 f"b={cfg.branching}), periods {'/'.join(f'{p:g}' for p in cfg.resolved('periods'))} s")
-    header = ["level", "ticks", "gate open", "cost", "full cost", "sparsity", "escalated ticks"]
-    rows, cost, full = [], 0.0, 0.0
-    for k, ds in run.levels.items():
-        c, f = float(ds["cost"].sum()), float(ds["full_cost"].sum())
-        cost, full = cost + c, full + f
-        esc = int(ds["escalated"].sum())
-        rows.append([str(k), str(ds.sizes["time"]), f"{float(ds['open_fraction'].mean()) if ds.sizes['time'] else 0:.3f}",
-                     f"{c:.4g}", f"{f:.4g}", f"{1 - c / f if f else 0:.3f}", str(esc)])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
-    every = {ds.attrs.get("every", 1) for ds in run.levels.values()}
-    note = "" if every == {1} else f" (recorded every {every.pop()}-th tick)"
-    lines.append(f"cost {cost:.4g} of {full:.4g} units recorded{note}: sparsity {1 - cost / full if full else 0:.3f}")
-    kinds = run.events["kind"].values
-    counts = {k: int((kinds == k).sum()) for k in KINDS if (kinds == k).any()}
-    lines.append("events: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
-    size = sum(f.stat().st_size for f in run.path.rglob("*") if f.is_file())
-    lines.append(f"size on disk {size / 2**20:.2f} MiB")
-    return "\n".join(lines)
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from rtnclock import MemoryRecorder, ZarrRecorder, open_run, simulate
 from rtnclock.cli import main

@@ -1,13 +1,12 @@
 """Within-window accuracy of the joint solver against closed forms."""
 
-import math
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from rtnclock import BlockLevel, Config, SolverError
+from rtnclock import BlockLevel, SolverError
 from rtnclock.integrate import Segment, solve
 from tests.problems import fit_order, test_config
 

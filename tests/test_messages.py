@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from rtnclock import Config, ConfigError, RTNModel, Stream, simulate
+from rtnclock import ConfigError, RTNModel, Stream, simulate
 from tests.problems import smooth_stream, test_config
 
 

@@ -1,6 +1,5 @@
 """The hybrid multi-clock system approaches the continuously coupled ODE."""
 
-import pytest
 
 from rtnclock import simulate
 from tests.problems import fit_order, smooth_stream, test_config

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from rtnclock import (ConfigError, MemoryRecorder, Monitor, StoreError, ZarrRecorder, info, open_run,
