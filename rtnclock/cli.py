@@ -152,8 +152,9 @@ def _run(args: argparse.Namespace) -> int:
           f"{total:.2f} s in all; real-time factor {rtf:.2f}x "
           f"({run.duration:g} simulated s / {run.wall_seconds:.2f} wall s)")
     if recorder is not None:
-        print(f"store {args.out}: {recorder.bytes_written / 2**20:.2f} MiB of trajectories written in "
-              f"{recorder.write_seconds:.2f} s; `rtnclock info {args.out}` summarises it")
+        print(f"store {args.out}: {recorder.bytes_written / 2**20:.2f} MiB of trajectories; the run spent "
+              f"{recorder.seconds:.2f} s recording, its writer process {recorder.write_seconds:.2f} s writing; "
+              f"`rtnclock info {args.out}` summarises it")
     return 0
 
 

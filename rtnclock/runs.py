@@ -51,23 +51,34 @@ def open_run(path) -> StoredRun:
     Raises:
         StoreError: no store at ``path``, or not an rtnclock store.
     """
+    import warnings
+
+    with warnings.catch_warnings():
+        # zarr writes a file as ``*.partial`` and renames it; a kill in between
+        # leaves the partial beside the hierarchy, and zarr warns while listing.
+        warnings.filterwarnings("ignore", message=r".*\.partial is not recognized")
+        return _open_run(Path(path))
+
+
+def _open_run(path: Path) -> StoredRun:
     import xarray as xr
 
-    path = Path(path)
     root, attrs = _root_attrs(path)
     config = Config.from_dict(_from_json(attrs["config"]))
-    committed = attrs.get("committed", {})
+    committed = attrs.get("committed")
+    laid_out = committed is not None        # None: killed while the store was being laid out
+    groups = sorted(root.group_keys())
     levels = {int(name[6:]): _open_group(root, path, name, "time", committed.get(name, 0))
-              for name in sorted(root.group_keys()) if name.startswith("level_")}
-    if "events" in root.group_keys():
+              for name in groups if laid_out and name.startswith("level_")}
+    if laid_out:
         events = _open_group(root, path, "events", "event", committed.get("events", 0))
-    else:                                   # killed while the store was being laid out
+    else:
         events = xr.Dataset({name: ("event", np.zeros(0, dtype)) for name, dtype in _EVENT_FIELDS.items()},
                             attrs={"kinds": list(KINDS)})
     kinds = np.asarray(events.attrs.get("kinds", KINDS), dtype=object)
     events = events.assign(kind=("event", kinds[events["kind"].values.astype(int)]))
-    sensory = xr.open_zarr(str(path), group="sensory", consolidated=False) if "sensory" in root.group_keys() \
-        else None
+    sensory = xr.open_zarr(str(path), group="sensory", consolidated=False) \
+        if laid_out and "sensory" in groups else None
     return StoredRun(path=path, attrs=attrs, config=config, levels=levels, events=events, sensory=sensory)
 
 

@@ -18,7 +18,15 @@ chunk at a time (never rewritten); after the chunks of a flush are on disk the
 root attribute ``committed`` is rewritten (zarr writes every file to a
 temporary name and renames it, so each write is atomic).  A run killed at any
 moment therefore leaves a store whose committed rows are complete; rows past
-them belong to a flush that never committed and ``open_run`` drops them.
+them belong to a flush that never committed and ``open_run`` drops them.  The
+root attributes are written first with ``committed`` None and again, with
+``{}``, once every array exists: a store killed while being laid out reads as
+holding nothing.
+
+The writing itself is done by a writer process (``zarrwriter``): the recorder
+stacks each chunk's columns and hands them over in order, so zarr-python's
+per-array overhead runs on another core.  ``close`` waits until everything is
+on disk.
 
 Codec: zstd at level 1, chosen by measurement (``benchmarks/store.py``).  The
 float mantissas of a state compress little, but a run's arrays are mostly
@@ -33,9 +41,9 @@ from __future__ import annotations
 import errno
 import functools
 import io
+import itertools
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +57,7 @@ from .errors import ConfigError, RtnclockError
 from .events import KINDS, EventLog
 from .observables import level_observables
 from .recorder import NullRecorder, TickRecord, stack_ticks
+from .zarrwriter import BackgroundWriter, InlineWriter
 
 SCHEMA_VERSION = 1
 #: Per-block variables a monitor can record.
@@ -65,12 +74,6 @@ _EVENT_CHUNK = 65536
 #: Group holding the scheduler state of the last flush in two byte-array slots;
 #: the commit names the valid one, so a checkpoint is replaced atomically.
 CHECKPOINT = "checkpoint"
-
-
-def _compressors():
-    import zarr.codecs
-
-    return None if CODEC_LEVEL is None else zarr.codecs.ZstdCodec(level=CODEC_LEVEL)
 
 
 #: zstd level of every array (see the module docstring); None stores raw chunks.
@@ -146,8 +149,7 @@ class _LevelBuffer:
     monitored blocks written.
     """
 
-    def __init__(self, group, level: int, blocks: np.ndarray, config: Config, batch: int,
-                 variables: tuple, dtype):
+    def __init__(self, level: int, blocks: np.ndarray, config: Config, batch: int, variables: tuple, dtype):
         d = config.resolved("dims")[level]
         nb = len(blocks)
         self.shapes = {"time": (), **{name: () for name in TICK_SCALARS}}
@@ -163,21 +165,19 @@ class _LevelBuffer:
         self.chunk = int(max(1, min(CHUNK_BYTES // row_bytes, math.ceil(CHUNK_SECONDS / period))))
         self.all_blocks = nb == config.blocks(level)
         self.blocks, self.level, self.config = torch.as_tensor(blocks), level, config
-        self.group, self.rows = group, 0
+        self.name, self.rows = f"level_{level}", 0
         self.ticks: list[TickRecord] = []
 
-    def create(self) -> None:
-        """Create the level's empty arrays and its block coordinate."""
+    def create(self) -> list[tuple]:
+        """Writer operations creating the level's empty arrays and its block coordinate."""
         dims = {0: ["time"], 2: ["time", "batch", "block"], 3: ["time", "batch", "block", "dim"]}
-        for v, s in self.shapes.items():
-            arr = self.group.create_array(v, shape=(0, *s), chunks=(self.chunk, *s), dtype=self.dtypes[v],
-                                          dimension_names=dims[len(s)], compressors=_compressors(),
-                                          fill_value=_fill(self.dtypes[v]))
-            if v == "time":
-                arr.attrs["units"] = "s"
-        blk = self.group.create_array("block", shape=(len(self.blocks),), dtype=np.int64,
-                                      dimension_names=["block"], compressors=_compressors())
-        blk[:] = self.blocks.numpy()
+        ops = [("array", f"{self.name}/{v}",
+                _spec((0, *s), self.dtypes[v], dims[len(s)], chunks=(self.chunk, *s),
+                      attrs={"units": "s"} if v == "time" else None), None)
+               for v, s in self.shapes.items()]
+        blocks = self.blocks.numpy()
+        ops.append(("array", f"{self.name}/block", _spec(blocks.shape, np.int64, ["block"]), blocks))
+        return ops
 
     def add(self, tick: TickRecord) -> bool:
         """Hold one tick; True when the chunk is full."""
@@ -197,19 +197,14 @@ class _LevelBuffer:
                 cols[v] = x if self.all_blocks else x[:, :, self.blocks.to(x.device)]
         return {v: _numpy(x).astype(self.dtypes[v], copy=False) for v, x in cols.items()}
 
-    def flush(self) -> int:
-        """Append the held rows to every array (a whole chunk, or the run's last part); bytes written."""
+    def flush(self) -> list[tuple]:
+        """The held rows as ``(array, start, rows)`` appends (a whole chunk, or the run's last part)."""
         if not self.ticks:
-            return 0
-        cols = self.columns()
-        new = self.rows + len(self.ticks)
-        for v, data in cols.items():
-            arr = self.group[v]
-            arr.resize((new, *self.shapes[v]))
-            arr[self.rows:new] = data
-        self.rows = new
+            return []
+        items = [(f"{self.name}/{v}", self.rows, data) for v, data in self.columns().items()]
+        self.rows += len(self.ticks)
         self.ticks = []
-        return sum(c.nbytes for c in cols.values())
+        return items
 
 
 class ZarrRecorder(NullRecorder):
@@ -219,23 +214,28 @@ class ZarrRecorder(NullRecorder):
         path: the store directory (``RUN.zarr``).
         monitor: what to record (default :class:`Monitor`).
         overwrite: replace an existing store; otherwise one raises ``StoreError``.
+        resume: continue the killed run stored at ``path`` (see :meth:`resume`).
         scenario, seed: recorded in the root attributes.
         mode: the scheduler, recorded likewise.
+        background: write from a writer process on another core (default), or
+            in this process (one core, or to debug a write).
+        **meta: more root attributes (duration, batch).
     """
 
     def __init__(self, path, *, monitor: Monitor | None = None, overwrite: bool = False,
                  resume: bool = False, scenario: str | None = None, seed: int | None = None,
-                 mode: str = "multiclock", **meta):
+                 mode: str = "multiclock", background: bool = True, **meta):
         self.path = Path(path)
         self.monitor = monitor or Monitor()
-        self.overwrite, self.resuming = overwrite, resume
+        self.overwrite, self.resuming, self.background = overwrite, resume, background
         self.meta = dict(scenario=scenario, seed=seed, mode=mode, **meta)
-        self.root = None
+        self.writer = None
         self.buffers: dict[int, _LevelBuffer] = {}
         self.events: EventLog | None = None
         self.events_written = 0
-        self.bytes_written, self.write_seconds = 0, 0.0      # trajectory payload and time in flushes
-        self.seconds = 0.0              # wall time spent in this recorder's calls (its whole cost)
+        self.bytes_written = 0          # trajectory payload handed to the writer
+        self.write_seconds = 0.0        # the writer's time applying writes (known once closed)
+        self.seconds = 0.0              # wall time spent in this recorder's calls (its cost to the run)
         self.moment_driven = False      # the multi-clock scheduler sets it and request_moment()
         self._due: set[int] = set()
         self._extra = None
@@ -254,35 +254,34 @@ class ZarrRecorder(NullRecorder):
     # ---- recorder interface --------------------------------------------
     @_timed
     def start(self, config: Config, events: EventLog | None = None, stream=None) -> None:
-        """Create the store: attributes, level arrays, sensory features."""
-        import zarr
-
+        """Lay out the store: attributes, level arrays, events, sensory features."""
         self.config, self.events = config, events
         blocks = self.monitor.resolve(config)
         self._check_target(remove=True)
-        self.root = self._guard(lambda: zarr.open_group(store=str(self.path), mode="w", zarr_format=3))
         batch = stream.batch if stream is not None else 1
         dtype = np.float32 if config.dtype == "float32" else np.float64
         self.every = self.monitor.every
         self._counts = {k: 0 for k in blocks}
-
-        def build():
-            self._write_attrs(committed={}, finished=False)
-            for k, idx in blocks.items():
-                group = self.root.create_group(f"level_{k}")
-                group.attrs.update(level=k, period=config.resolved("periods")[k],
-                                   tau=config.resolved("taus")[k], n_blocks=config.blocks(k),
-                                   every=self.every)
-                self.buffers[k] = _LevelBuffer(group, k, idx, config, batch, tuple(self.monitor.variables), dtype)
-                self.buffers[k].create()
-            self._create_events()
-            ck = self.root.create_group(CHECKPOINT)
-            for slot in ("a", "b"):
-                ck.create_array(slot, shape=(0,), chunks=(1 << 22,), dtype=np.uint8, dimension_names=["byte"],
-                                compressors=None)
-            if stream is not None:
-                self._write_sensory(stream, dtype)
-        self._guard(build)
+        self._open("w")
+        self._write_attrs(committed=None, finished=False)          # None: still being laid out
+        for k, idx in blocks.items():
+            self._send(("group", f"level_{k}", dict(
+                level=k, period=config.resolved("periods")[k], tau=config.resolved("taus")[k],
+                n_blocks=config.blocks(k), every=self.every)))
+            self.buffers[k] = _LevelBuffer(k, idx, config, batch, tuple(self.monitor.variables), dtype)
+            for op in self.buffers[k].create():
+                self._send(op)
+        self._send(("group", "events", {"kinds": list(KINDS)}))
+        for name, dt in _EVENT_FIELDS.items():
+            self._send(("array", f"events/{name}", _spec((0,), dt, ["event"], chunks=(_EVENT_CHUNK,),
+                                                         attrs={"units": "s"} if name == "time" else None), None))
+        self._send(("group", CHECKPOINT, {}))
+        for slot in ("a", "b"):
+            self._send(("array", f"{CHECKPOINT}/{slot}",
+                        _spec((0,), np.uint8, ["byte"], chunks=(1 << 22,), zstd=None), None))
+        if stream is not None:
+            self._write_sensory(stream, dtype)
+        self._write_attrs(committed={}, finished=False)           # every array exists
 
     @_timed
     def record(self, tick: TickRecord) -> None:
@@ -300,31 +299,33 @@ class ZarrRecorder(NullRecorder):
                     self.request_moment()           # written once the moment is whole
                 self._due.add(tick.level)
             else:
-                self._guard(lambda: self._flush([buf]))
+                self._flush([buf])
 
     @_timed
     def moment(self, n: int, state) -> None:
         """End of moment ``n``: write full chunks, then a checkpoint, then the commit."""
         buffers = [self.buffers[k] for k in sorted(self._due)]
         self._due = set()
-        self._guard(lambda: self._flush(buffers, checkpoint=state))
+        self._flush(buffers, checkpoint=state)
 
     @_timed
     def close(self, failed: bool = False) -> None:
-        """Write what is buffered; mark the store finished unless the run failed."""
-        if self.root is None:
+        """Write what is buffered and wait until it is on disk; mark the store
+        finished unless the run failed."""
+        if self.writer is None:
             return
-        # A failed run writes what it holds (readable) and keeps its checkpoint:
-        # a resume cuts the arrays back to it and continues.
-        self._guard(lambda: self._flush(list(self.buffers.values()), finished=not failed))
-        if not failed:                      # a finished run needs no checkpoint
-            self._guard(self._drop_checkpoint)
-
-    def _drop_checkpoint(self) -> None:
-        for slot in ("a", "b"):
-            self.root[CHECKPOINT][slot].resize((0,))
-        self._ckpt = None
-        self._write_attrs(committed=self._committed, finished=True)
+        try:
+            # A failed run writes what it holds (readable) and keeps its checkpoint:
+            # a resume cuts the arrays back to it and continues.
+            self._flush(list(self.buffers.values()), finished=not failed)
+            if not failed and self._ckpt is not None:      # a finished run needs no checkpoint
+                for slot in ("a", "b"):
+                    self._send(("resize", f"{CHECKPOINT}/{slot}", (0,)))
+                self._ckpt = None
+                self._write_attrs(committed=self._committed, finished=True)
+        finally:
+            writer, self.writer = self.writer, None
+            self.write_seconds = self._guard(writer.finish)
 
     # ---- resuming ----------------------------------------------------------
     def resume(self, config: Config, events: EventLog, stream=None) -> dict | None:
@@ -343,7 +344,7 @@ class ZarrRecorder(NullRecorder):
         """
         import zarr
 
-        root = self._guard(lambda: zarr.open_group(store=str(self.path), mode="r+"))
+        root = self._guard(lambda: zarr.open_group(store=str(self.path), mode="r"))
         attrs = dict(root.attrs).get("rtnclock")
         if not attrs or "config" not in attrs:
             raise StoreError(f"{str(self.path)!r} is not an rtnclock run; nothing to resume")
@@ -362,7 +363,7 @@ class ZarrRecorder(NullRecorder):
         raw = self._guard(lambda: root[CHECKPOINT][where["slot"]][:where["nbytes"]])
         ckpt = torch.load(io.BytesIO(raw.tobytes()), weights_only=False)
         self._ckpt = where
-        self.config, self.events, self.root = config, events, root
+        self.config, self.events = config, events
         self.monitor, self.meta = ckpt["monitor"], ckpt["meta"]
         rec = ckpt["recorder"]
         self.every, self._counts = self.monitor.every, rec["counts"]
@@ -370,26 +371,24 @@ class ZarrRecorder(NullRecorder):
         blocks = self.monitor.resolve(config)
         batch = stream.batch if stream is not None else 1
         dtype = np.float32 if config.dtype == "float32" else np.float64
-
-        def restore():
-            for k, idx in blocks.items():
-                buf = _LevelBuffer(root[f"level_{k}"], k, idx, config, batch, tuple(self.monitor.variables), dtype)
-                buf.rows, buf.ticks = rec["rows"][k], _unstack(k, rec["ticks"][k])
-                buf.chunk = buf.group["time"].chunks[0]          # as written, whatever the defaults now
-                for v, shape in buf.shapes.items():           # drop rows of a flush that never checkpointed
-                    buf.group[v].resize((buf.rows, *shape))
-                self.buffers[k] = buf
-            for name in _EVENT_FIELDS:
-                root["events"][name].resize((self.events_written,))
-            self._committed = {f"level_{k}": b.rows for k, b in self.buffers.items()}
-            self._committed["events"] = self.events_written
-            self._write_attrs(committed=self._committed, finished=False)
-        self._guard(restore)
-        events.extend(_read_events(root["events"], self.events_written))
+        self._open("r+")
+        for k, idx in blocks.items():
+            buf = _LevelBuffer(k, idx, config, batch, tuple(self.monitor.variables), dtype)
+            buf.rows, buf.ticks = rec["rows"][k], _unstack(k, rec["ticks"][k])
+            buf.chunk = root[f"level_{k}/time"].chunks[0]          # as written, whatever the defaults now
+            for v, shape in buf.shapes.items():           # drop rows of a flush that never checkpointed
+                self._send(("resize", f"{buf.name}/{v}", (buf.rows, *shape)))
+            self.buffers[k] = buf
+        for name in _EVENT_FIELDS:
+            self._send(("resize", f"events/{name}", (self.events_written,)))
+        self._committed = {f"level_{k}": b.rows for k, b in self.buffers.items()}
+        self._committed["events"] = self.events_written
+        self._write_attrs(committed=self._committed, finished=False)
+        events.extend(self._guard(lambda: _read_events(root["events"], self.events_written)))
         return ckpt
 
     def _checkpoint(self, state) -> None:
-        """Write the scheduler state, held ticks and counters (atomically: temp, then rename)."""
+        """Write the scheduler state, held ticks and counters into the slot the commit does not name."""
         ckpt = dict(state=state, monitor=self.monitor, meta=self.meta,
                     recorder=dict(counts=self._counts, events_written=self.events_written,
                                   bytes_written=self.bytes_written,
@@ -400,70 +399,61 @@ class ZarrRecorder(NullRecorder):
             ckpt.update(self._extra())
         out = io.BytesIO()
         torch.save(ckpt, out)
-        data = np.frombuffer(out.getbuffer(), dtype=np.uint8)
+        data = np.frombuffer(out.getvalue(), dtype=np.uint8)
         slot = "b" if self._ckpt and self._ckpt["slot"] == "a" else "a"
-        arr = self.root[CHECKPOINT][slot]
-        arr.resize((len(data),))
-        arr[:] = data
+        self._send(("put", f"{CHECKPOINT}/{slot}", data))
         self._ckpt = {"slot": slot, "nbytes": len(data)}     # takes effect with the commit
 
     # ---- writing ---------------------------------------------------------
+    def _open(self, mode: str) -> None:
+        self.writer = BackgroundWriter() if self.background else InlineWriter()
+        self._send(("open", str(self.path), mode))
+
+    def _send(self, op: tuple) -> None:
+        self._guard(lambda: self.writer.send(op))
+
     def _flush(self, buffers, finished: bool = False, checkpoint=None) -> None:
-        start = time.perf_counter()
-        for buf in buffers:
-            self.bytes_written += buf.flush()
-        self._flush_events()
+        """Chunks, then events, then a checkpoint, then the commit: the writer keeps this order."""
+        # One append per level, sent as soon as its columns are ready: the
+        # writer writes one while the next is computed.
+        for items in itertools.chain((buf.flush() for buf in buffers), [self._event_items()]):
+            if items:
+                self.bytes_written += sum(data.nbytes for _, _, data in items)
+                self._send(("append", items))
         if checkpoint is not None:
             self._checkpoint(checkpoint)
         self._committed = {f"level_{k}": b.rows for k, b in self.buffers.items()}
         self._committed["events"] = self.events_written
         self._write_attrs(committed=self._committed, finished=finished)
-        self.write_seconds += time.perf_counter() - start
 
-    def _write_attrs(self, committed: dict, finished: bool) -> None:
-        self.root.attrs["rtnclock"] = dict(
+    def _write_attrs(self, committed: dict | None, finished: bool) -> None:
+        self._send(("attrs", "", {"rtnclock": dict(
             schema_version=SCHEMA_VERSION, version=__version__, config=_jsonable(self.config.to_dict()),
-            committed=committed, finished=finished, checkpoint=self._ckpt, **self.meta)
+            committed=committed, finished=finished, checkpoint=self._ckpt, **self.meta)}))
 
-    def _create_events(self) -> None:
-        group = self.root.create_group("events")
-        group.attrs["kinds"] = list(KINDS)
-        for name, dtype in _EVENT_FIELDS.items():
-            arr = group.create_array(name, shape=(0,), chunks=(_EVENT_CHUNK,), dtype=dtype,
-                                     dimension_names=["event"], compressors=_compressors(), fill_value=_fill(np.dtype(dtype)))
-            if name == "time":
-                arr.attrs["units"] = "s"
-
-    def _flush_events(self) -> None:
+    def _event_items(self) -> list[tuple]:
         if self.events is None:
-            return
+            return []
         rows = list(self.events)[self.events_written:]
         if not rows:
-            return
+            return []
         cols = {"n": [e.n for e in rows], "time": [e.t for e in rows],
                 "kind": [KINDS.index(e.kind) for e in rows], "level": [e.level for e in rows],
                 "block": [e.block for e in rows], "stream": [e.stream for e in rows]}
-        group = self.root["events"]
-        new = self.events_written + len(rows)
-        for name, dtype in _EVENT_FIELDS.items():
-            arr = group[name]
-            arr.resize((new,))
-            arr[self.events_written:new] = np.asarray(cols[name], dtype=dtype)
-        self.events_written = new
+        items = [(f"events/{name}", self.events_written, np.asarray(cols[name], dtype=dt))
+                 for name, dt in _EVENT_FIELDS.items()]
+        self.events_written += len(rows)
+        return items
 
     def _write_sensory(self, stream, dtype) -> None:
         frames = _numpy(stream.frames).astype(dtype).transpose(1, 0, 2, 3)       # [F, B, n, c]
-        group = self.root.create_group("sensory")
-        row = frames[0].nbytes
-        chunk = int(max(1, CHUNK_BYTES // max(row, 1)))
-        arr = group.create_array("features", shape=frames.shape, chunks=(chunk, *frames.shape[1:]),
-                                 dtype=frames.dtype, dimension_names=["frame", "batch", "leaf", "channel"],
-                                 compressors=_compressors())
-        arr[:] = frames
-        t = group.create_array("time", shape=(frames.shape[0],), dtype=np.float64, dimension_names=["frame"],
-                               compressors=_compressors())
-        t[:] = np.arange(frames.shape[0]) * stream.dt
-        t.attrs["units"] = "s"
+        chunk = int(max(1, CHUNK_BYTES // max(frames[0].nbytes, 1)))
+        self._send(("group", "sensory", {}))
+        self._send(("array", "sensory/features",
+                    _spec(frames.shape, frames.dtype, ["frame", "batch", "leaf", "channel"],
+                          chunks=(chunk, *frames.shape[1:])), np.ascontiguousarray(frames)))
+        self._send(("array", "sensory/time", _spec((frames.shape[0],), np.float64, ["frame"], attrs={"units": "s"}),
+                    np.arange(frames.shape[0]) * stream.dt))
 
     def _check_target(self, remove: bool) -> None:
         p = self.path
@@ -479,10 +469,8 @@ class ZarrRecorder(NullRecorder):
             raise StoreError(f"cannot create store {str(p)!r}: {str(existing)!r} is not a directory")
         if not os.access(existing, os.W_OK):
             raise StoreError(f"cannot create store {str(p)!r}: directory {str(existing)!r} is not writable")
-        if remove:
+        if remove:                       # the writer removes an old store (mode "w")
             p.absolute().parent.mkdir(parents=True, exist_ok=True)
-        if p.exists() and remove:
-            shutil.rmtree(p)
 
     def _guard(self, fn):
         try:
@@ -493,6 +481,12 @@ class ZarrRecorder(NullRecorder):
             why = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
             raise StoreError(f"cannot write store {str(self.path)!r}: {why}; "
                              "what was committed before stays readable") from err
+
+
+def _spec(shape, dtype, dims, *, chunks=None, attrs=None, zstd="default") -> dict:
+    """An array's layout for the writer (``zstd``: level, None for raw; default :data:`CODEC_LEVEL`)."""
+    return dict(shape=tuple(shape), chunks=tuple(chunks or shape), dtype=np.dtype(dtype), dims=list(dims),
+                zstd=CODEC_LEVEL if zstd == "default" else zstd, attrs=attrs)
 
 
 def _unstack(level: int, cols: dict | None) -> list[TickRecord]:
@@ -522,13 +516,6 @@ _EVENT_FIELDS = {"n": np.int64, "time": np.float64, "kind": np.int8, "level": np
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().to("cpu").numpy()
-
-
-def _fill(dtype) -> object:
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return float("nan")
-    return False if dtype.kind == "b" else 0
 
 
 def _jsonable(values: dict) -> dict:

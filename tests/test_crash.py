@@ -13,6 +13,7 @@ import pytest
 from rtnclock import MemoryRecorder, ZarrRecorder, open_run, simulate
 from rtnclock.cli import main
 from rtnclock.scenarios import audio_stream
+from tests.problems import assert_process_gone
 
 DURATION = 6.0
 CHUNK_SECONDS = 0.25            # many flushes per run
@@ -25,20 +26,26 @@ from rtnclock.scenarios import audio_stream
 store.CHUNK_SECONDS = {chunk}
 path, kill_at_write = sys.argv[1], int(sys.argv[2])
 if kill_at_write:
-    # Die inside a flush: at the n-th array write of the run.
+    # Die inside a flush: at the n-th array write of the run (written in this process).
     import zarr
-    real, count = zarr.Array.__setitem__, [0]
-    def setitem(self, key, value):
+    real, count = zarr.AsyncArray.setitem, [0]
+    async def setitem(self, selection, value, **kw):
         count[0] += 1
         if count[0] == kill_at_write:
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, key, value)
-    zarr.Array.__setitem__ = setitem
+        return await real(self, selection, value, **kw)
+    zarr.AsyncArray.setitem = setitem
+
+class Recorder(ZarrRecorder):
+    def start(self, *args, **kwargs):
+        super().start(*args, **kwargs)
+        print("writer", getattr(self.writer, "pid", 0), flush=True)
+
 cfg = audio_stream.default_config()
 stream = audio_stream.make_stream(cfg, duration={duration}, seed=0, batch=1)
 print("ready", flush=True)
-simulate(cfg, stream, recorder=ZarrRecorder(path, overwrite=True, scenario="audio_stream", seed=0,
-                                            duration={duration}, batch=1))
+simulate(cfg, stream, recorder=Recorder(path, overwrite=True, scenario="audio_stream", seed=0,
+                                        duration={duration}, batch=1, background=not kill_at_write))
 print("done", flush=True)
 """.format(chunk=CHUNK_SECONDS, duration=DURATION)
 
@@ -79,9 +86,11 @@ def test_sigkill_at_any_moment_leaves_a_readable_prefix(tmp_path, reference, del
     path = tmp_path / "run.zarr"
     child = _child(path)
     assert child.stdout.readline().strip() == "ready"
+    writer = int(child.stdout.readline().split()[1])        # the writer process, started with the run
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=60)
+    assert_process_gone(writer)                                  # it dies with the run: nothing writes after
     if not (path / "zarr.json").exists():
         pytest.skip("killed before the store was created")
     stored = _check_prefix(path, reference)

@@ -11,7 +11,7 @@ import xarray as xr
 from rtnclock import (ConfigError, MemoryRecorder, Monitor, StoreError, ZarrRecorder, info, open_run,
                       simulate)
 from rtnclock import store as store_mod
-from tests.problems import pulse_stream, test_config
+from tests.problems import assert_process_gone, pulse_stream, test_config
 
 
 def _cfg(**kw):
@@ -149,12 +149,49 @@ def test_full_disk_keeps_what_was_committed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(local, "_put", put)
     with pytest.raises(StoreError, match="disk full"):
-        _run(tmp_path, duration=0.64)
+        _run(tmp_path, duration=0.64, background=False)        # the patch lives in this process
     stored = open_run(tmp_path / "run.zarr")
     assert not stored.finished
     leaves = stored.levels[0]
     assert leaves.sizes["time"] > 0
     assert np.isfinite(leaves["state"].values).all()          # committed rows are whole
+
+
+def test_writer_process_failure_is_a_clear_error(tmp_path, monkeypatch):
+    """The writer process's failed write stops the run with the path and the reason; the
+    process is gone, and what was committed before stays readable."""
+    monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.05)
+    seen = {}
+
+    class Sabotaged(ZarrRecorder):
+        def _flush(self, buffers, **kw):
+            if len(seen) == 0 and self.buffers[0].rows > 0:      # after the first leaf chunk is on disk
+                self.writer.wait()
+                seen["pid"] = self.writer.pid
+                chunks = self.path / "level_0" / "state" / "c" / "1"
+                chunks.mkdir(parents=True, exist_ok=True)
+                os.rmdir(chunks)
+                chunks.write_bytes(b"")                       # the next chunk's directory is a file
+            return super()._flush(buffers, **kw)
+
+    cfg = _cfg()
+    stream = pulse_stream(cfg, 0.64, start=0.05, stop=0.1, height=2.0)
+    with pytest.raises(StoreError, match="cannot write store .*run.zarr"):
+        simulate(cfg, stream, recorder=Sabotaged(tmp_path / "run.zarr"))
+    assert_process_gone(seen["pid"])
+    stored = open_run(tmp_path / "run.zarr")
+    assert not stored.finished and stored.levels[0].sizes["time"] > 0
+    assert np.isfinite(stored.levels[0]["state"].values).all()
+
+
+def test_store_with_a_killed_writes_temporary_files_opens(tmp_path):
+    """zarr writes a file as ``zarr.<uuid>.partial``, then renames it: a kill between leaves the partial."""
+    _, _, mem, _, _ = _run(tmp_path)
+    path = tmp_path / "run.zarr"
+    for where in (path, path / "level_0", path / "level_0" / "state"):
+        (where / "zarr.0123456789abcdef0123456789abcdef.partial").write_bytes(b'{"zarr_for')
+    stored = open_run(path)
+    np.testing.assert_array_equal(stored.levels[0]["state"].values, mem.trajectory(0)["state"].numpy())
 
 
 def test_uncommitted_rows_are_dropped(tmp_path):
