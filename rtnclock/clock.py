@@ -89,13 +89,12 @@ class MultiClock:
 
     def _frames(self):
         stream, h = self.hier.stream, self.hier
-        bad = set(stream.bad_frames)
         n_frames = int(round(h.t(self.state.end_n) / stream.dt)) + 1
         for i in range(self.state.next_frame, n_frames):
             n = math.ceil(i * stream.dt / h.dt0 - 1e-9)
             yield self._at(max(n, self.env.now), PRIO_FRAME)
             h.events.log(self.env.now, "frame", t=i * stream.dt, block=i)
-            if i in bad:
+            if stream.is_bad(i):
                 h.events.log(self.env.now, "bad_frame", t=i * stream.dt, block=i)
             self.state.next_frame = i + 1
 

@@ -26,7 +26,10 @@ class StoredRun:
         config: the resolved :class:`Config`.
         levels: ``{k: xarray.Dataset}`` of the recorded levels (committed rows).
         events: ``xarray.Dataset`` of events, ``kind`` as strings.
-        sensory: ``xarray.Dataset`` of the input features, or ``None``.
+        sensory: ``xarray.Dataset`` of the input features (frames delivered
+            up to the last commit), or ``None``.
+        annotations: ``xarray.Dataset`` of the scenario's ground truth
+            (``time``, ``kind`` as strings, ``stream``, ...), or ``None``.
     """
 
     path: Path
@@ -35,6 +38,7 @@ class StoredRun:
     levels: dict
     events: object
     sensory: object
+    annotations: object = None
 
     @property
     def finished(self) -> bool:
@@ -77,9 +81,15 @@ def _open_run(path: Path) -> StoredRun:
                             attrs={"kinds": list(KINDS)})
     kinds = np.asarray(events.attrs.get("kinds", KINDS), dtype=object)
     events = events.assign(kind=("event", kinds[events["kind"].values.astype(int)]))
-    sensory = xr.open_zarr(str(path), group="sensory", consolidated=False) \
+    sensory = _open_group(root, path, "sensory", "frame", committed.get("sensory", 0)) \
         if laid_out and "sensory" in groups else None
-    return StoredRun(path=path, attrs=attrs, config=config, levels=levels, events=events, sensory=sensory)
+    notes = None
+    if laid_out and "annotations" in groups:
+        notes = xr.open_zarr(str(path), group="annotations", consolidated=False).load()
+        names = np.asarray(notes.attrs.get("kinds", []), dtype=object)
+        notes = notes.assign(kind=("annotation", names[notes["kind"].values.astype(int)]))
+    return StoredRun(path=path, attrs=attrs, config=config, levels=levels, events=events, sensory=sensory,
+                     annotations=notes)
 
 
 def stored_run_attrs(path) -> dict:

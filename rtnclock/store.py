@@ -10,7 +10,10 @@ group="level_0")`` gives a labelled dataset with time in seconds)::
                          gate, surprise, entropy, free_energy, active
                          [time, batch, block]; state [time, batch, block, dim];
                          block [block] (which blocks the monitor kept)
-      sensory/           time [frame], features [frame, batch, leaf, channel]
+      sensory/           time [frame], features [frame, batch, leaf, channel],
+                         appended as the stream delivers them
+      annotations/       time, kind (code; attrs kinds), stream [annotation]:
+                         the scenario's ground truth (onsets, oddballs)
       events/            n, time, kind (code; attrs kinds), level, block, stream [event]
 
 Writes: each level's ticks are buffered in memory and appended one whole time
@@ -233,6 +236,8 @@ class ZarrRecorder(NullRecorder):
         self.buffers: dict[int, _LevelBuffer] = {}
         self.events: EventLog | None = None
         self.events_written = 0
+        self.stream = None
+        self.sensory_rows = 0           # frames written to sensory/
         self.bytes_written = 0          # trajectory payload handed to the writer
         self.write_seconds = 0.0        # the writer's time applying writes (known once closed)
         self.seconds = 0.0              # wall time spent in this recorder's calls (its cost to the run)
@@ -280,7 +285,7 @@ class ZarrRecorder(NullRecorder):
             self._send(("array", f"{CHECKPOINT}/{slot}",
                         _spec((0,), np.uint8, ["byte"], chunks=(1 << 22,), zstd=None), None))
         if stream is not None:
-            self._write_sensory(stream, dtype)
+            self._create_sensory(stream, dtype)
         self._write_attrs(committed={}, finished=False)           # every array exists
 
     @_timed
@@ -368,6 +373,7 @@ class ZarrRecorder(NullRecorder):
         rec = ckpt["recorder"]
         self.every, self._counts = self.monitor.every, rec["counts"]
         self.events_written, self.bytes_written = rec["events_written"], rec["bytes_written"]
+        self.stream, self.sensory_rows = stream, rec["sensory_rows"]
         blocks = self.monitor.resolve(config)
         batch = stream.batch if stream is not None else 1
         dtype = np.float32 if config.dtype == "float32" else np.float64
@@ -381,8 +387,12 @@ class ZarrRecorder(NullRecorder):
             self.buffers[k] = buf
         for name in _EVENT_FIELDS:
             self._send(("resize", f"events/{name}", (self.events_written,)))
-        self._committed = {f"level_{k}": b.rows for k, b in self.buffers.items()}
-        self._committed["events"] = self.events_written
+        if stream is not None:
+            self._send(("resize", "sensory/time", (self.sensory_rows,)))
+            self._send(("resize", "sensory/features",
+                        (self.sensory_rows, stream.batch, stream.n_leaves, stream.input_dim)))
+            self._sensory_dtype = dtype
+        self._committed = self._commit_rows()
         self._write_attrs(committed=self._committed, finished=False)
         events.extend(self._guard(lambda: _read_events(root["events"], self.events_written)))
         return ckpt
@@ -391,7 +401,7 @@ class ZarrRecorder(NullRecorder):
         """Write the scheduler state, held ticks and counters into the slot the commit does not name."""
         ckpt = dict(state=state, monitor=self.monitor, meta=self.meta,
                     recorder=dict(counts=self._counts, events_written=self.events_written,
-                                  bytes_written=self.bytes_written,
+                                  bytes_written=self.bytes_written, sensory_rows=self.sensory_rows,
                                   rows={k: b.rows for k, b in self.buffers.items()},
                                   ticks={k: stack_ticks(b.ticks) if b.ticks else None
                                          for k, b in self.buffers.items()}))
@@ -416,15 +426,18 @@ class ZarrRecorder(NullRecorder):
         """Chunks, then events, then a checkpoint, then the commit: the writer keeps this order."""
         # One append per level, sent as soon as its columns are ready: the
         # writer writes one while the next is computed.
-        for items in itertools.chain((buf.flush() for buf in buffers), [self._event_items()]):
+        for items in itertools.chain((buf.flush() for buf in buffers), [self._event_items(), self._sensory_items()]):
             if items:
                 self.bytes_written += sum(data.nbytes for _, _, data in items)
                 self._send(("append", items))
         if checkpoint is not None:
             self._checkpoint(checkpoint)
-        self._committed = {f"level_{k}": b.rows for k, b in self.buffers.items()}
-        self._committed["events"] = self.events_written
+        self._committed = self._commit_rows()
         self._write_attrs(committed=self._committed, finished=finished)
+
+    def _commit_rows(self) -> dict:
+        rows = {f"level_{k}": b.rows for k, b in self.buffers.items()}
+        return {**rows, "events": self.events_written, "sensory": self.sensory_rows}
 
     def _write_attrs(self, committed: dict | None, finished: bool) -> None:
         self._send(("attrs", "", {"rtnclock": dict(
@@ -445,15 +458,35 @@ class ZarrRecorder(NullRecorder):
         self.events_written += len(rows)
         return items
 
-    def _write_sensory(self, stream, dtype) -> None:
-        frames = _numpy(stream.frames).astype(dtype).transpose(1, 0, 2, 3)       # [F, B, n, c]
-        chunk = int(max(1, CHUNK_BYTES // max(frames[0].nbytes, 1)))
-        self._send(("group", "sensory", {}))
-        self._send(("array", "sensory/features",
-                    _spec(frames.shape, frames.dtype, ["frame", "batch", "leaf", "channel"],
-                          chunks=(chunk, *frames.shape[1:])), np.ascontiguousarray(frames)))
-        self._send(("array", "sensory/time", _spec((frames.shape[0],), np.float64, ["frame"], attrs={"units": "s"}),
-                    np.arange(frames.shape[0]) * stream.dt))
+    def _create_sensory(self, stream, dtype) -> None:
+        """Empty sensory arrays (frames are appended as the stream delivers them) and the annotations."""
+        self.stream, self._sensory_dtype = stream, dtype
+        shape = (stream.batch, stream.n_leaves, stream.input_dim)
+        chunk = int(max(1, CHUNK_BYTES // (np.dtype(dtype).itemsize * math.prod(shape))))
+        self._send(("group", "sensory", {"dt": stream.dt, "source": stream.name}))
+        self._send(("array", "sensory/features", _spec((0, *shape), dtype, ["frame", "batch", "leaf", "channel"],
+                                                       chunks=(chunk, *shape)), None))
+        self._send(("array", "sensory/time", _spec((0,), np.float64, ["frame"], chunks=(chunk,),
+                                                   attrs={"units": "s"}), None))
+        notes = stream.annotations
+        kinds = sorted(set(notes["kind"]))
+        self._send(("group", "annotations", {"kinds": kinds}))
+        for name, values in notes.items():
+            data = np.asarray([kinds.index(v) for v in values], dtype=np.int16) if name == "kind" \
+                else np.asarray(values, dtype=np.float64 if name == "time" else None)
+            self._send(("array", f"annotations/{name}",
+                        _spec(data.shape, data.dtype, ["annotation"], chunks=(max(len(data), 1),),
+                              attrs={"units": "s"} if name == "time" else None), data))
+
+    def _sensory_items(self) -> list[tuple]:
+        """Appends of the frames delivered since the last flush."""
+        if self.stream is None or self.stream.loaded <= self.sensory_rows:
+            return []
+        a = self.sensory_rows
+        frames = _numpy(self.stream.delivered(a)).astype(self._sensory_dtype).transpose(1, 0, 2, 3)
+        self.sensory_rows = a + frames.shape[0]
+        return [("sensory/features", a, np.ascontiguousarray(frames)),
+                ("sensory/time", a, np.arange(a, self.sensory_rows) * self.stream.dt)]
 
     def _check_target(self, remove: bool) -> None:
         p = self.path

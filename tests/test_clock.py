@@ -154,3 +154,36 @@ def test_leaves_only_hierarchy_batches_and_matches_stepwise():
     multi, step = simulate(cfg, stream), simulate(cfg, stream, mode="stepwise")
     _assert_states_close(_final(multi), _final(step), atol=1e-8)
     assert multi.stats.calls == {0: 2} and step.stats.calls == {0: 100}
+
+
+def test_scheduler_pulls_each_chunk_no_earlier_than_one_parent_window_ahead():
+    """A chunked stream gives the same run as the whole tensor, and the
+    scheduler asks for a chunk only when a leaf window reaching into it opens:
+    the leaves integrate up to their parent's next tick, never further."""
+    from rtnclock import Stream
+    from rtnclock.recorder import NullRecorder
+
+    cfg = test_config(escalation_threshold=None)
+    whole = smooth_stream(cfg, 0.5, dt=0.005)
+    frames, size = whole.frames, 7
+    now = {"t": 0.0}
+    pulls = []
+
+    def chunks():
+        for i in range(0, frames.shape[1], size):
+            pulls.append((i * whole.dt, now["t"]))
+            yield frames[:, i:i + size]
+
+    class Clock(NullRecorder):
+        def record(self, tick):
+            now["t"] = max(now["t"], tick.t)
+
+    chunked = Stream.from_chunks(chunks(), whole.dt, n_frames=frames.shape[1], batch=1,
+                                 n_leaves=cfg.blocks(0), input_dim=cfg.input_dim, dtype=frames.dtype)
+    a, b = simulate(cfg, whole), simulate(cfg, chunked, recorder=Clock())
+    for x, y in zip(_final(a), _final(b)):
+        assert torch.equal(x, y)
+    parent_period = cfg.resolved("periods")[1]
+    assert len(pulls) == -(-frames.shape[1] // size)
+    for first_time, sim_time in pulls[1:]:
+        assert first_time <= sim_time + parent_period + 1e-12, (first_time, sim_time)

@@ -222,3 +222,49 @@ def test_open_run_on_a_missing_or_foreign_store(tmp_path):
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
     with pytest.raises(StoreError, match="not an rtnclock run"):
         open_run(tmp_path / "other.zarr")
+
+
+def test_sensory_frames_and_annotations_are_stored_as_delivered(tmp_path, monkeypatch):
+    """Frames are appended at flushes as the stream delivers them; the
+    scenario's annotations read back with their kinds."""
+    from rtnclock import Stream
+
+    monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.05)
+    cfg = _cfg()
+    whole = pulse_stream(cfg, 0.32, start=0.05, stop=0.1, height=2.0)
+    frames = whole.frames.float()
+    notes = {"time": [0.05, 0.1], "kind": ["onset", "offset"], "stream": [0, 0], "level": [2.0, 0.0]}
+    stream = Stream.from_chunks((frames[:, i:i + 9] for i in range(0, frames.shape[1], 9)), whole.dt,
+                                n_frames=frames.shape[1], batch=1, n_leaves=cfg.blocks(0),
+                                input_dim=cfg.input_dim, annotations=notes, name="pulse")
+    simulate(cfg, stream, recorder=ZarrRecorder(tmp_path / "run.zarr"))
+    stored = open_run(tmp_path / "run.zarr")
+    np.testing.assert_array_equal(stored.sensory["features"].values, frames.numpy().transpose(1, 0, 2, 3))
+    np.testing.assert_allclose(stored.sensory["time"].values, np.arange(frames.shape[1]) * whole.dt)
+    assert stored.sensory.attrs["source"] == "pulse"
+    assert list(stored.annotations["kind"].values) == ["onset", "offset"]
+    np.testing.assert_array_equal(stored.annotations["time"].values, [0.05, 0.1])
+    np.testing.assert_array_equal(stored.annotations["level"].values, [2.0, 0.0])
+
+
+def test_bad_frame_mid_run_keeps_what_was_flushed(tmp_path, monkeypatch):
+    """A NaN frame in a late chunk stops the run with an error naming the
+    frame; the store keeps the earlier flushes and their input frames."""
+    from rtnclock import Stream, StreamError
+
+    monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.05)
+    cfg = _cfg()
+    frames = pulse_stream(cfg, 0.32, start=0.05, stop=0.1, height=2.0).frames.float().clone()
+    frames[0, 50] = float("nan")                               # t = 0.25 s
+    stream = Stream.from_chunks((frames[:, i:i + 5] for i in range(0, frames.shape[1], 5)), 0.005,
+                                n_frames=frames.shape[1], batch=1, n_leaves=cfg.blocks(0),
+                                input_dim=cfg.input_dim, name="scene")
+    with pytest.raises(StreamError, match=r"scene: frame 50 \(t=0.25 s\)"):
+        simulate(cfg, stream, recorder=ZarrRecorder(tmp_path / "run.zarr"))
+    stored = open_run(tmp_path / "run.zarr")
+    assert not stored.finished
+    leaves = stored.levels[0]
+    assert 0.1 < float(leaves["time"][-1]) < 0.25
+    rows = stored.sensory.sizes["frame"]
+    assert float(leaves["time"][-1]) / 0.005 < rows <= 50
+    np.testing.assert_array_equal(stored.sensory["features"].values[:, 0], frames[0, :rows].numpy())
