@@ -77,7 +77,8 @@ class Run:
         return 1.0 - cost / full if full else 0.0
 
     def summary(self) -> list[dict]:
-        """Per level: ticks, escalation ticks, solver calls, evaluations, cost, sparsity."""
+        """Per level: ticks, escalations, gate openings, solver calls, evaluations, cost, sparsity
+        and ``gate_open``, the fraction of block-ticks whose gate was open."""
         counts = self.events.counts()
         rows = []
         for k, tot in self.state.totals.items():
@@ -85,6 +86,7 @@ class Run:
                              gate_opens=counts.get(("gate_open", k), 0),
                              solver_calls=self.stats.calls.get(k, 0), nfe=self.stats.nfe.get(k, 0),
                              cost=tot["cost"], full_cost=tot["full"],
+                             gate_open=float(tot.get("open", 0)) / max(1, tot.get("ticks", 0) * self.state.levels[k].gate.numel()),
                              sparsity=1 - tot["cost"] / tot["full"] if tot["full"] else 0.0))
         return rows
 

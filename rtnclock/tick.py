@@ -233,6 +233,8 @@ class Hierarchy:
         totals["ticks"] = totals.get("ticks", 0) + 1
         totals["cost"] += st.cost
         totals["full"] += full
+        # Kept as a tensor: converting it here would wait for the device every tick.
+        totals["open"] = totals.get("open", 0) + (st.gate > self.cfg.gate_theta).sum()
         return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
                           entropy=st.entropy, free_energy=self.free_energy(st),
                           active=st.active if st.closed_active is None else st.closed_active,

@@ -1,0 +1,79 @@
+"""What every scenario shares: argument checks, seeded draws, chunked delivery.
+
+A scenario renders its stream chunk by chunk (``chunked_stream``): a render
+function is called for frames ``[i0, i1)`` in order, only when the simulation
+first needs a frame in that range, so it may keep state from one chunk to the
+next (filters, adaptation) and never sees the future.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import torch
+
+import rtnclock
+
+#: Simulated seconds per chunk a scenario renders at a time.
+CHUNK_SECONDS = 0.25
+
+
+def check_args(duration, seed, batch) -> None:
+    """Raise ``ConfigError`` naming ``duration``, ``seed`` or ``batch`` if out of range."""
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) \
+            or not math.isfinite(duration) or duration <= 0:
+        raise rtnclock.ConfigError("duration", duration, "a positive number of seconds")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise rtnclock.ConfigError("seed", seed, "an integer >= 0")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise rtnclock.ConfigError("batch", batch, "an integer >= 1")
+
+
+def frame_count(duration: float, frame_rate: float) -> int:
+    """Frames covering ``[0, duration]`` at ``frame_rate``: ``ceil(duration * rate) + 1``."""
+    return math.ceil(duration * frame_rate - 1e-9) + 1
+
+
+def generator(seed: int, stream: int) -> torch.Generator:
+    """An independent generator per (seed, random process) of a scenario."""
+    return torch.Generator().manual_seed(seed * 16 + stream)
+
+
+def uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    """One draw from ``U[lo, hi)``."""
+    return lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
+
+
+def arrivals(gen: torch.Generator, horizon: float, gap: tuple[float, float]) -> Iterator[float]:
+    """Arrival times on ``[0, horizon)`` with uniform gaps (the first one halved).
+
+    A generator, so that each arrival's own draws follow it from the same
+    random stream: a longer score extends a shorter one.
+    """
+    t = 0.5 * uniform(gen, *gap)
+    while t < horizon:
+        yield t
+        t += uniform(gen, *gap)
+
+
+def chunked_stream(render: Callable[[int, int], torch.Tensor], *, n_frames: int, frame_rate: float,
+                   config: rtnclock.Config, batch: int, name: str, annotations: dict | None = None,
+                   nan_policy: str = "error", chunk_seconds: float = CHUNK_SECONDS) -> rtnclock.Stream:
+    """A :class:`rtnclock.Stream` whose chunks are ``render(i0, i1)``: ``[B, i1 - i0, n_leaves, c]``.
+
+    ``render`` is called with consecutive ranges covering ``[0, n_frames)``;
+    ``name``, ``annotations`` and ``nan_policy`` are the stream's.
+    """
+    size = max(1, round(chunk_seconds * frame_rate))
+    chunks = (render(i0, min(i0 + size, n_frames)) for i0 in range(0, n_frames, size))
+    return rtnclock.Stream.from_chunks(
+        chunks, 1.0 / frame_rate, n_frames=n_frames, batch=batch, n_leaves=config.blocks(0),
+        input_dim=config.input_dim, dtype=getattr(torch, config.dtype), name=name, annotations=annotations,
+        nan_policy=nan_policy)
+
+
+def annotation_table(rows: list[tuple[float, str, int]], **extra: list) -> dict:
+    """Annotation columns from ``(time, kind, stream)`` rows (plus numeric columns ``extra``)."""
+    return {"time": [float(r[0]) for r in rows], "kind": [r[1] for r in rows],
+            "stream": [int(r[2]) for r in rows], **extra}
