@@ -1,12 +1,14 @@
 """Command line: ``rtnclock run SCENARIO``, ``rtnclock info RUN`` and ``rtnclock scenarios``.
 
-``run`` builds the scenario's default config (changed by ``--set key=value``),
-renders its stream, simulates it (writing a Zarr store with ``--out``) and
-prints a per-level summary with the wall
-time and the real-time factor (simulated seconds per wall second).  Any
+``run`` builds the scenario's default config (changed by ``--config FILE``,
+then ``--set key=value``), streams its input chunk by chunk into the
+simulation (writing a Zarr store with ``--out``), shows a progress line and
+prints a per-level summary with the wall time and the real-time factor
+(simulated seconds per wall second).  Any
 :class:`~rtnclock.errors.RtnclockError` ends the command with one line
 ``rtnclock: error: <message>`` on stderr and exit status 2 (argparse's own
-usage errors also exit 2).
+usage errors also exit 2); warnings (clipped input) are one line each,
+``rtnclock: warning: <message>``.
 
 torch runs on one intra-op thread unless ``--threads`` says otherwise: the
 tensors are tiny, and on a 2-core machine with another busy process a second
@@ -18,18 +20,23 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
+import json
 import sys
 import time
+import tomllib
+import warnings
+from pathlib import Path
 
 import torch
 
 from .errors import ConfigError, RtnclockError
-from .simulate import simulate
+from .simulate import open_share, simulate
 
 #: Modes offered on the command line (``stepwise`` is a test reference, API only).
 CLI_MODES = ("multiclock", "lockstep", "continuous")
 _COLUMNS = (("level", "level"), ("blocks", "blocks"), ("period", "period s"), ("ticks", "ticks"),
-            ("escalations", "escalations"), ("gate_opens", "gate opens"),
+            ("gate_open", "gate open %"), ("escalations", "escalations"), ("gate_opens", "gate opens"),
             ("solver_calls", "solver calls"), ("nfe", "vf evals"), ("cost", "cost"),
             ("sparsity", "sparsity"))
 
@@ -69,15 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("run", metavar="RUN", help="a store written by `rtnclock run --out RUN`")
     run = sub.add_parser("run", help="simulate a scenario and print a summary",
                          description="Simulate a scenario and print a per-level summary.")
-    run.add_argument("scenario", metavar="SCENARIO", help="a name from `rtnclock scenarios`")
+    run.add_argument("scenario", metavar="SCENARIO",
+                     help="a name from `rtnclock scenarios`, or a path to your own scenario module (.py)")
     run.add_argument("--duration", type=float, default=None, metavar="S",
-                     help="simulated seconds (default: the scenario's)")
+                     help="simulated seconds (default: the scenario's, or the whole --input file)")
+    run.add_argument("--input", metavar="FILE", default=None,
+                     help="stream this file instead of the synthetic scene (audio_stream: a WAV file, any "
+                          "sample rate, mono or multichannel, 8/16/24/32-bit PCM or 32/64-bit float)")
+    run.add_argument("--nan-policy", choices=("error", "zero"), default="error",
+                     help="non-finite input: stop with an error naming the frame (default), or zero it "
+                          "and log a bad_frame event")
     run.add_argument("--seed", type=int, default=0, metavar="N",
                      help="seed of the scenario's stream (the model's is --set seed=N); default 0")
     run.add_argument("--batch", type=int, default=1, metavar="B", help="independent streams; default 1")
+    run.add_argument("--config", metavar="FILE", default=None,
+                     help="config fields from a TOML or JSON file (a table of KEY = VALUE), applied before --set")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="changes",
                      help="change a config field (repeatable); VALUE is a Python literal "
                           "(1e-4, (4, 20, 150), None) or else a string")
+    run.add_argument("--device", default=None, metavar="cpu|cuda",
+                     help="where the model runs (default: the config's, cpu); same as --set device=...")
     run.add_argument("--out", metavar="RUN.zarr", default=None,
                      help="write the trajectories, events and input to this Zarr store")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out store")
@@ -89,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=1, metavar="N",
                      help="torch intra-op threads (default 1: the tensors are small, and extra "
                           "threads only add wake-up latency, badly so on a loaded CPU)")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
 
@@ -120,6 +139,33 @@ def parse_changes(items: list[str]) -> dict:
     return changes
 
 
+def read_config_file(path) -> dict:
+    """Config fields from a TOML (``.toml``) or JSON file: one table of ``KEY = VALUE``.
+
+    Lists become tuples (per-level fields such as ``gate_a``).
+
+    Raises:
+        ConfigError: the file is missing, not TOML/JSON, malformed or not one table.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError("--config", str(path), f"a readable TOML or JSON file ({err.strerror})") from None
+    try:
+        if path.suffix == ".json":
+            values = json.loads(text)
+        elif path.suffix == ".toml":
+            values = tomllib.loads(text)
+        else:
+            raise ConfigError("--config", str(path), "a file ending .toml or .json")
+    except (ValueError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError("--config", str(path), f"valid {path.suffix[1:].upper()} ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigError("--config", str(path), "one table of config fields")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import scenarios
 
@@ -130,19 +176,32 @@ def _run(args: argparse.Namespace) -> int:
         config, duration = _resumed_args(args, changes)
     else:
         config = scenario.default_config()
+        if args.config is not None:
+            changes = {**read_config_file(args.config), **changes}
+        if args.device is not None:
+            changes["device"] = args.device
         if changes:
             config = config.replace(**changes)
-        duration = scenario.DEFAULT_DURATION if args.duration is None else args.duration
-    stream = scenario.make_stream(config, duration=duration, seed=args.seed, batch=args.batch)
+        duration = args.duration
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", config.device, "cpu (no CUDA device is available here)")
+    stream = _make_stream(scenario, args, config, duration)
+    duration = stream.duration if duration is None else duration
     recorder = None
     if args.out is not None:
         from .store import ZarrRecorder
         recorder = ZarrRecorder(args.out, overwrite=args.overwrite, resume=args.resume, scenario=args.scenario,
-                                seed=args.seed, mode=args.mode, duration=duration, batch=args.batch)
+                                seed=args.seed, mode=args.mode, duration=duration, batch=args.batch,
+                                input=args.input, nan_policy=args.nan_policy)
     elif args.overwrite:
         raise ConfigError("--overwrite", True, "only together with --out RUN.zarr")
     _print_header(args, config, duration, changes)
-    run = simulate(config, stream, mode=args.mode, duration=duration, recorder=recorder)
+    progress = None if args.quiet else Progress(config, duration)
+    try:
+        run = simulate(config, stream, mode=args.mode, duration=duration, recorder=recorder, progress=progress)
+    finally:
+        if progress is not None:
+            progress.end()
     total = time.perf_counter() - start
     _print_table(run)
     cost, full = run.cost()
@@ -158,18 +217,77 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_stream(scenario, args, config, duration):
+    """The scenario's stream; its warnings (clipped input) become one line each on stderr."""
+    kwargs = dict(duration=duration, seed=args.seed, batch=args.batch)
+    accepted = inspect.signature(scenario.make_stream).parameters
+    for option, key, value in (("--input", "input", args.input), ("--nan-policy", "nan_policy", args.nan_policy)):
+        if key in accepted:
+            kwargs[key] = value
+        elif value not in (None, "error"):
+            raise ConfigError(option, value, f"not for scenario {args.scenario} (its make_stream has no {key!r})")
+    if kwargs["duration"] is None and "input" not in kwargs:
+        kwargs["duration"] = scenario.DEFAULT_DURATION
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stream = scenario.make_stream(config, **kwargs)
+    for w in caught:
+        print(f"rtnclock: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+    return stream
+
+
+class Progress:
+    """One status line on stderr: simulated and wall time, real-time factor, gate-open share.
+
+    Redrawn in place about five times a second on a terminal; elsewhere (logs,
+    CI) a line every ten seconds of wall time.
+    """
+
+    def __init__(self, config, duration: float, stream=sys.stderr):
+        self.duration, self.out = duration, stream
+        self.levels = config.n_levels
+        self.tty = stream.isatty()
+        self.every = 0.2 if self.tty else 10.0
+        self.began = self.last = time.perf_counter()
+        self.drawn = False
+
+    def __call__(self, t: float, state) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        wall = now - self.began
+        opened = "/".join(f"{100 * open_share(state.totals[k], state.levels[k].gate.numel()):.0f}"
+                          for k in range(self.levels))
+        width = 24
+        done = min(t / self.duration, 1.0) if self.duration > 0 else 1.0
+        bar = "#" * int(done * width) + "-" * (width - int(done * width))
+        line = (f"[{bar}] {t:.2f}/{self.duration:g} s simulated, {wall:.1f} s wall, "
+                f"{t / wall if wall > 0 else 0:.1f}x real time, gates open {opened} % (levels 0..)")
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=self.out, flush=True)
+        self.drawn = True
+
+    def end(self) -> None:
+        """Finish the line (a terminal's cursor goes to the next line)."""
+        if self.tty and self.drawn:
+            print(file=self.out, flush=True)
+
+
 def _resumed_args(args, changes: dict):
-    """Config and duration of the run stored in ``--out``; sets seed, batch and mode on ``args``."""
+    """Config and duration of the run stored in ``--out``; sets seed, batch, mode and input on ``args``."""
     from .runs import stored_run_attrs
 
     if args.out is None:
         raise ConfigError("--resume", True, "only together with --out RUN.zarr (the killed run's store)")
-    if args.overwrite or changes or args.duration is not None:
-        raise ConfigError("--resume", True, "without --overwrite, --set or --duration (the stored run's are used)")
+    if args.overwrite or changes or args.duration is not None or args.config is not None \
+            or args.input is not None or args.device is not None:
+        raise ConfigError("--resume", True, "without --overwrite, --set, --config, --device, --input or "
+                                            "--duration (the stored run's are used)")
     attrs = stored_run_attrs(args.out)
     if attrs.get("scenario") != args.scenario:
         raise ConfigError("scenario", args.scenario, f"{attrs.get('scenario')!r}, the stored run's")
     args.seed, args.batch, args.mode = attrs["seed"], attrs.get("batch", 1), attrs.get("mode", "multiclock")
+    args.input, args.nan_policy = attrs.get("input"), attrs.get("nan_policy", "error")
     return attrs["config"], attrs["duration"]
 
 
@@ -192,7 +310,8 @@ def _print_table(run) -> None:
     for row in run.summary():
         k = row["level"]
         rows.append({**row, "blocks": run.config.blocks(k), "period": f"{periods[k]:g}",
-                     "cost": _si(row["cost"]), "sparsity": f"{row['sparsity']:.3f}"})
+                     "cost": _si(row["cost"]), "sparsity": f"{row['sparsity']:.3f}",
+                     "gate_open": f"{100 * row['gate_open']:.1f}"})
     header = [title for _, title in _COLUMNS]
     cells = [[str(r[key]) for key, _ in _COLUMNS] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]

@@ -86,13 +86,14 @@ class Run:
                              gate_opens=counts.get(("gate_open", k), 0),
                              solver_calls=self.stats.calls.get(k, 0), nfe=self.stats.nfe.get(k, 0),
                              cost=tot["cost"], full_cost=tot["full"],
-                             gate_open=float(tot.get("open", 0)) / max(1, tot.get("ticks", 0) * self.state.levels[k].gate.numel()),
+                             gate_open=open_share(tot, self.state.levels[k].gate.numel()),
                              sparsity=1 - tot["cost"] / tot["full"] if tot["full"] else 0.0))
         return rows
 
 
 def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "multiclock",
-             model: RTNModel | None = None, duration: float | None = None, grad: bool = False) -> Run:
+             model: RTNModel | None = None, duration: float | None = None, grad: bool = False,
+             progress=None) -> Run:
     """Run an RTN hierarchy on a stream.
 
     Args:
@@ -107,6 +108,8 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
         duration: seconds to simulate (default: the whole stream).
         grad: build the autograd graph through the solver (for training);
             off by default because plain simulation does not need it.
+        progress: called as ``progress(t, state)`` after every leaf tick
+            (``state.totals[k]`` holds level ``k``'s running ticks, cost and open gates).
 
     Returns:
         The :class:`Run`.
@@ -138,6 +141,7 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
     recorder = recorder or NullRecorder()
     events, stats = EventLog(dt0), SolveStats()
     hier = Hierarchy(model, stream, events, stats)
+    hier.progress = progress
     state = hier.initial_state(end_n)
     if getattr(recorder, "resuming", False):
         state = _resume(recorder, config, events, stream, mode, model, stats, state)
@@ -191,3 +195,8 @@ def _check_stream(config: Config, stream: Stream) -> None:
     if stream.input_dim != config.input_dim:
         raise StreamError(f"stream has {stream.input_dim} channels per leaf; config input_dim is "
                           f"{config.input_dim}")
+
+
+def open_share(totals: dict, blocks: int) -> float:
+    """Fraction of a level's block-ticks with an open gate, from its running ``totals``."""
+    return float(totals.get("open", 0)) / max(1, totals.get("ticks", 0) * blocks)

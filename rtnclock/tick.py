@@ -75,6 +75,7 @@ class Hierarchy:
 
     def __init__(self, model: RTNModel, stream: Stream, events: EventLog, stats: SolveStats):
         self.model, self.cfg, self.stream = model, model.config, stream
+        self.progress = None        # called as progress(t, state) at every leaf tick
         self.events, self.stats = events, stats
         self.K = self.cfg.K
         self.b = self.cfg.branching
@@ -235,6 +236,8 @@ class Hierarchy:
         totals["full"] += full
         # Kept as a tensor: converting it here would wait for the device every tick.
         totals["open"] = totals.get("open", 0) + (st.gate > self.cfg.gate_theta).sum()
+        if k == 0 and self.progress is not None:
+            self.progress(self.t(n), state)
         return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
                           entropy=st.entropy, free_energy=self.free_energy(st),
                           active=st.active if st.closed_active is None else st.closed_active,
