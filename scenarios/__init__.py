@@ -17,10 +17,12 @@ from types import ModuleType
 
 import rtnclock
 
-from . import audio_stream
+from . import audio_stream, needle, visual_stream
 
 SCENARIOS: dict[str, ModuleType] = {
     "audio_stream": audio_stream,
+    "needle": needle,
+    "visual_stream": visual_stream,
 }
 #: What a scenario module must define.
 REQUIRED = ("DESCRIPTION", "DEFAULT_DURATION", "default_config", "make_stream")
@@ -50,6 +52,8 @@ def get(name: str) -> ModuleType:
 def _load(path: Path) -> ModuleType:
     if not path.is_file():
         raise rtnclock.ConfigError("scenario", str(path), "an existing scenario .py file")
+    if path.resolve().parent == Path(__file__).resolve().parent and path.stem in SCENARIOS:
+        return SCENARIOS[path.stem]                # a built-in one, given by its file (relative imports)
     module_name = f"rtnclock_user_scenario_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)

@@ -11,16 +11,11 @@ Hann window, 10 ms hop, 100 frames/s) with ``n_leaves * input_dim`` bands from
 ``i*c .. i*c + c - 1`` (``c = input_dim``), low frequencies at leaf 0.
 
 Features.  Band power ``P`` is log-compressed to ``L = log10(1 + P/P_FLOOR) /
-DECADES`` (about 0.1 at the noise floor, about 1 for the loudest sounds), then
-adapted like an auditory-nerve fibre::
-
-    x = SUSTAIN * L + ONSET * softplus(L - L_adapted)
-
-where ``L_adapted`` follows ``L`` with time constant ``ADAPT_TAU``.  A steady
-sound settles to a low level (``SUSTAIN * L``) and an onset overshoots; values
-stay in about ``[0, 2]``.  Why: the untrained hierarchy cannot predict a
-steady input, so with raw energies its surprise would stay high for as long as
-a sound lasts; with adaptation the surprise, and so the gates, follow onsets.
+DECADES`` (0 to 0.03 at the noise floor, about 1 for the loudest sounds), then
+adapted (:class:`.common.OnsetAdaptation`: ``x = SUSTAIN * L + ONSET *
+softplus(L - L_adapted)``, ``L_adapted`` following ``L`` over ``ADAPT_TAU``).
+A steady sound settles to a low level and an onset overshoots; values stay in
+about ``[0, 2]``, so the surprise, and the gates, follow onsets.
 
 Chunks.  Frames are made a chunk (0.25 s) at a time, only when the simulation
 reaches them; the front end and the adaptation carry their state across
@@ -46,7 +41,7 @@ import torch
 import rtnclock
 
 from . import audio_scene
-from .common import annotation_table, check_args, chunked_stream, frame_count
+from .common import OnsetAdaptation, annotation_table, check_args, chunked_stream, frame_count
 from .filterbank import MelFrontEnd, frames_for
 
 DESCRIPTION = ("16 kHz auditory scene (drone, tones, chirps, vowels, clicks, novel sounds, silences) "
@@ -150,8 +145,7 @@ class Features:
         self.batch, self.samples, self.n_samples = batch, samples, n_samples
         self.pushed, self.emitted = 0, 0
         self.ready: list[torch.Tensor] = []             # [B, f, n_bands] emitted, not yet returned
-        self.adapted = None
-        self.decay = math.exp(-1.0 / (ADAPT_TAU * FRAME_RATE))
+        self.adapt = OnsetAdaptation(sustain=SUSTAIN, onset=ONSET, tau=ADAPT_TAU, frame_rate=FRAME_RATE)
         self.dtype = getattr(torch, config.dtype)
 
     def frames(self, i0: int, i1: int) -> torch.Tensor:
@@ -181,14 +175,7 @@ class Features:
 
     def _adapt(self, power: torch.Tensor) -> torch.Tensor:
         """``[B, f, n_bands]`` power to onset-emphasising features (the state carries over)."""
-        level = torch.log10(1 + power.double() / P_FLOOR) / DECADES
-        adapted = torch.empty_like(level)
-        acc = level[:, 0] if self.adapted is None else self.adapted
-        for f in range(level.shape[1]):
-            acc = self.decay * acc + (1 - self.decay) * level[:, f]
-            adapted[:, f] = acc
-        self.adapted = acc
-        return SUSTAIN * level + ONSET * torch.nn.functional.softplus(level - adapted, beta=20.0)
+        return self.adapt.frames(torch.log10(1 + power.double() / P_FLOOR) / DECADES, dim=1)
 
 
 # ---- WAV input ------------------------------------------------------------------

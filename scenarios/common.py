@@ -77,3 +77,38 @@ def annotation_table(rows: list[tuple[float, str, int]], **extra: list) -> dict:
     """Annotation columns from ``(time, kind, stream)`` rows (plus numeric columns ``extra``)."""
     return {"time": [float(r[0]) for r in rows], "kind": [r[1] for r in rows],
             "stream": [int(r[2]) for r in rows], **extra}
+
+
+class OnsetAdaptation:
+    """Onset-emphasising adaptation of a feature level ``L``, like an auditory-nerve fibre::
+
+        x = sustain * L + onset * (softplus(L - L_adapted) - rest)
+
+    ``L_adapted`` follows ``L`` with time constant ``tau`` (starting at the
+    first frame's ``L``); softplus has ``beta = 20``.  A steady input settles to
+    ``sustain * L`` (plus the resting onset term) and a rise overshoots.  Why:
+    an untrained hierarchy cannot predict a steady input, so with raw levels its
+    surprise would stay high for as long as a sound or a drift lasts.
+    ``rest_zero=True`` takes the resting onset term ``softplus(0) = ln 2 / 20``
+    off, so that a steady input with ``L = 0`` gives 0.
+
+    The state carries from one call to the next (streams are adapted chunk by chunk).
+    """
+
+    def __init__(self, *, sustain: float, onset: float, tau: float, frame_rate: float, rest_zero: bool = False):
+        self.sustain, self.onset = sustain, onset
+        self.decay = math.exp(-1.0 / (tau * frame_rate))
+        self.rest = math.log(2) / 20 if rest_zero else 0.0
+        self.adapted = None
+
+    def step(self, level: torch.Tensor) -> torch.Tensor:
+        """One frame: ``level`` of any shape to the adapted feature of that shape."""
+        if self.adapted is None:
+            self.adapted = level
+        self.adapted = self.decay * self.adapted + (1 - self.decay) * level
+        over = torch.nn.functional.softplus(level - self.adapted, beta=20.0) - self.rest
+        return self.sustain * level + self.onset * over
+
+    def frames(self, levels: torch.Tensor, dim: int) -> torch.Tensor:
+        """Consecutive frames along ``dim``, in order."""
+        return torch.stack([self.step(x) for x in levels.unbind(dim)], dim=dim)
