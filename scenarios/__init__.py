@@ -4,6 +4,9 @@ A scenario module exports ``DESCRIPTION`` (one line), ``DEFAULT_DURATION``
 (seconds), ``default_config() -> rtnclock.Config`` and ``make_stream(config, *,
 duration, seed, batch) -> rtnclock.Stream`` (frames made chunk by chunk, see
 :mod:`.common`; ``make_stream`` may take more keywords, e.g. ``input``).
+A scenario with a task also defines ``targets(config, *, duration, seed,
+batch) -> Tensor [B, F, ...]`` (per-frame targets for training; ``needle``'s
+are the needle positions).
 This registry is all ``rtnclock run NAME`` reads; ``rtnclock run path/to/mine.py``
 loads a user's module of the same shape.
 """

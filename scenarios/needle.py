@@ -147,6 +147,22 @@ def needles(length: int, seed: int, n_leaves: int) -> list[tuple[int, int]]:
     return out
 
 
+def targets(config: rtnclock.Config, *, duration: float | None = None, seed: int = 0, batch: int = 1,
+            length: int | None = None) -> torch.Tensor:
+    """The task: which leaf holds a needle at each frame, ``[B, L, n_leaves]`` (0 or 1, float32).
+
+    Arguments as :func:`make_stream`; frame ``i`` of stream ``b`` is 1 at
+    ``leaf`` for the ``NEEDLE_FRAMES`` frames of each needle.
+    """
+    n_frames = _length(duration, length)
+    common.check_args((n_frames - 1) / FRAME_RATE, seed, batch)
+    out = torch.zeros(batch, n_frames, config.blocks(0))
+    for b in range(batch):
+        for frame, leaf in needles(n_frames, seed + b, config.blocks(0)):
+            out[b, frame:frame + NEEDLE_FRAMES, leaf] = 1.0
+    return out
+
+
 def needle_frames(length: int, seed: int) -> list[int]:
     """First frame of every needle of the stream drawn from ``seed`` (leaf-independent)."""
     return [f for f, _ in needles(length, seed, 1)]

@@ -148,3 +148,14 @@ def test_needles_found_over_a_hundred_seconds():
     for e in opens:
         assert any(e.stream == s and t <= e.t < t + 0.3 for s, t in zip(notes["stream"], notes["time"]))
     assert run.sparsity > 0.95
+
+
+def test_targets_mark_the_needles_in_the_frames():
+    """Targets are 1 exactly where a needle lifts a leaf above its haystack."""
+    cfg = N.default_config()
+    stream = N.make_stream(cfg, length=1200, seed=4, batch=2)
+    target = N.targets(cfg, length=1200, seed=4, batch=2)
+    assert target.shape == (2, 1200, cfg.blocks(0)) and int(target.sum()) == 2 * 2 * N.NEEDLE_FRAMES
+    for b in range(2):
+        lifted = (stream.frames[b] - N.haystack(cfg, length=1200, seed=4 + b).float()).abs().amax(-1) > 1.0
+        assert torch.equal(lifted, target[b].bool())
