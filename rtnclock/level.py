@@ -70,4 +70,6 @@ class BlockLevel(nn.Module):
     def vector_field(self, t, h: torch.Tensor, inputs) -> torch.Tensor:
         """``dh/dt`` at time ``t`` (seconds)."""
         drive = inputs(t) if callable(inputs) else inputs
-        return (self.phi(h @ self.W_h.T + drive) - h) / self.tau
+        # addmm: one kernel for the product and the drive (this runs at every stage).
+        z = torch.addmm(drive, h, self.W_h.T) if h.dim() == 2 and drive.dim() == 2 else h @ self.W_h.T + drive
+        return (self.phi(z) - h) / self.tau

@@ -125,9 +125,16 @@ class Hierarchy:
         st.closed_active = st.active if L_ticks else torch.zeros_like(st.active)
         if L_ticks == 0:
             return torch.zeros_like(st.active)
+        act = st.active
+        if k == 0 and not bool(act.any()):
+            # Every leaf dormant (most leaf ticks of a quiet stream): nothing was
+            # integrated or heard, so the full path below would only add zeros.
+            self._window_result(st, k, n)                    # consumes the pending solve
+            st.surprise = torch.zeros_like(st.surprise)
+            st.last_n = n
+            return torch.zeros_like(act)
         L = L_ticks * self.dt0
         h_end, H = self._window_result(st, k, n)
-        act = st.active
         h_bar = H / L
         x_bar = block_spin(self.stream.integral(self.t(st.last_n), self.t(n)), self.b**k) / L
         e = surprise(x_bar, self.model.gates[k].predict(h_bar, st.down))
@@ -171,6 +178,12 @@ class Hierarchy:
         """Set level ``k``'s gate for the next window and message its children."""
         st, cfg = state.levels[k], self.cfg
         act = st.active
+        if k == 0 and not bool(act.any()) and not bool(st.open.any()):
+            # Every leaf dormant and none closing now: gates, entropy and
+            # attention are zero, nothing is logged or written to memory.
+            st.gate, st.open = torch.zeros_like(st.gate), torch.zeros_like(st.open)
+            st.entropy, st.attn = torch.zeros_like(st.entropy), torch.zeros_like(st.attn)
+            return
         g = self.model.gates[k].gate(st.surprise, st.demand)
         g = torch.where(act, g, torch.zeros_like(g))
         new_open = act & (g > self.theta)
