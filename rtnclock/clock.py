@@ -68,6 +68,8 @@ class MultiClock:
     def __init__(self, hier: Hierarchy, state: SimState, recorder=None):
         self.hier, self.state = hier, state
         self.recorder = recorder or NullRecorder()
+        # A recorder that ignores ticks is not handed any (building one costs a few ops).
+        self._records = type(self.recorder).record is not NullRecorder.record
         self.K = hier.K
         self.env = simpy.Environment(initial_time=state.n)
         self.procs = [self.env.process(self._level(k)) for k in range(self.K + 1)]
@@ -127,7 +129,10 @@ class MultiClock:
                 if n < state.end_n:
                     self._solve_ahead(n)
             yield self._at(n, PRIO_RECORD + k)
-            self.recorder.record(hier.record(state, k, n))
+            if self._records:
+                self.recorder.record(hier.record(state, k, n))
+            else:
+                hier.account(state, k, n)
             if n >= state.end_n:
                 return
 

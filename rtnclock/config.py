@@ -65,8 +65,10 @@ class Config:
         periods: explicit tick periods ``Delta_k`` (default ``Delta_k = tau_k``);
             each must be an integer multiple of the one below.
         method, rtol, atol: torchdiffeq solver and tolerances (adaptive methods).
-        step_size: fixed-grid step in seconds for the fastest level of a solve
-            (fixed methods only; default a quarter of the leaf period).
+        step_size: fixed-grid step in seconds for the leaves (fixed methods
+            only; default a quarter of the leaf period); a solve whose fastest
+            level is ``k`` steps ``step_size * tau_k / tau_0``, the same step in
+            units of that level's time constant.
         gate_a, gate_beta, gate_bias: gate ``g = sigmoid(a*e + beta*demand + b_g)``.
         gate_theta: run-time threshold; the fine path runs iff ``g > theta``.
         gate_mode: ``free`` (computed), ``open`` (``g = 1``) or ``closed`` (``g = 0``).

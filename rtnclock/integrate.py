@@ -87,7 +87,7 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
 
     def rhs(s_norm, y):
         start = time.perf_counter()
-        s_val = float(s_norm.detach())
+        s_val = float(s_norm)
         out, o = [], 0
         for seg, size, shape in zip(segments, sizes, shapes):
             h = y[o:o + size].view(shape)
@@ -102,7 +102,10 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
     s_out = torch.tensor([0.0, *fractions], dtype=y0.dtype, device=y0.device)
     options = None
     if config.method in FIXED_METHODS:
-        step = config.step_size or config.base_period / 4
+        # The step is set for the leaves; a call whose fastest level is slower
+        # steps as far in units of that level's own tau (same accuracy, fewer steps).
+        step = (config.step_size or config.base_period / 4) * float(segments[0].module.tau) \
+            / config.resolved("taus")[0]
         options = {"grid_constructor": _grid(step / segments[0].span)}
     start = time.perf_counter()
     try:

@@ -68,7 +68,7 @@ class LeafCore(nn.Module):
         return x @ self.W_k.T, x @ self.W_v.T
 
     def attend(self, x: torch.Tensor, open_: torch.Tensor, memory: LeafMemory,
-               temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+               temperature: float, kv: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention output and entropy for the open leaves (zeros elsewhere).
 
         Args:
@@ -76,15 +76,16 @@ class LeafCore(nn.Module):
             open_: leaves whose gate is open ``[B, n]`` (bool).
             memory: ring buffers (read, not written).
             temperature: softmax temperature.
+            kv: ``keys_values(x)`` if the caller has them already.
 
         Returns:
             ``a [B, n, d]`` and attention entropy ``[B, n]``.
         """
-        keys, values = self.keys_values(x)
         a = torch.zeros_like(x)
         ent = x.new_zeros(x.shape[:2])
         if not bool(open_.any()):
             return a, ent
+        keys, values = self.keys_values(x) if kv is None else kv
         b, i = open_.nonzero(as_tuple=True)                       # sorted by stream
         q = x[b, i] @ self.W_q.T                                   # [N, d]
         attn = kernels.get("leaf_attention", x.device.type)

@@ -215,8 +215,11 @@ class Stream:
         if hit is not None:
             return hit
         i, s = self._locate(t)
-        slope = (self._frames[:, i + 1] - self._frames[:, i]) / self.dt
-        out = self._cum[:, i] + s * self._frames[:, i] + 0.5 * s * s * slope
+        if s == 0.0:                                    # on a frame time (ticks usually are)
+            out = self._cum[:, i]
+        else:
+            slope = (self._frames[:, i + 1] - self._frames[:, i]) / self.dt
+            out = self._cum[:, i] + s * self._frames[:, i] + 0.5 * s * s * slope
         if len(self._recent) >= 8:
             self._recent.pop(next(iter(self._recent)))
         self._recent[t] = out

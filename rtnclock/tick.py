@@ -138,7 +138,7 @@ class Hierarchy:
         h_bar = H / L
         x_bar = block_spin(self.stream.integral(self.t(st.last_n), self.t(n)), self.b**k) / L
         e = surprise(x_bar, self.model.gates[k].predict(h_bar, st.down))
-        st.surprise = torch.where(act, e, torch.zeros_like(e))
+        st.surprise = torch.where(act, e, 0.0)
         g_eff = (st.gate * st.open).unsqueeze(-1)                           # [B, n_k, 1]
         if k == 0:
             Y = (1 - g_eff) * H + g_eff * st.attn * L                        # [B, n_0, d_0]
@@ -149,7 +149,7 @@ class Hierarchy:
             Y = C + g_eff * (kids - C)
             self.deliver(state, Message(COARSE_UP, k - 1, k, self.t(n), kids / L))
             child.acc_y = torch.zeros_like(child.acc_y)
-        st.acc_y = st.acc_y + torch.where(act.unsqueeze(-1), Y, torch.zeros_like(Y))
+        st.acc_y = st.acc_y + torch.where(act.unsqueeze(-1), Y, 0.0)
         st.h = torch.where(act.unsqueeze(-1), h_end, st.h)
         st.last_n = n
         st.cost += float(act.sum()) * self.model.block_cost(k)
@@ -185,17 +185,18 @@ class Hierarchy:
             st.entropy, st.attn = torch.zeros_like(st.entropy), torch.zeros_like(st.attn)
             return
         g = self.model.gates[k].gate(st.surprise, st.demand)
-        g = torch.where(act, g, torch.zeros_like(g))
+        g = torch.where(act, g, 0.0)
         new_open = act & (g > self.theta)
         self.events.log_mask(n, "gate_open", k, new_open & ~st.open)
         self.events.log_mask(n, "gate_close", k, st.open & ~new_open)
         st.gate, st.open = g, new_open
-        st.entropy = torch.where(act, binary_entropy(g), torch.zeros_like(g))
+        st.entropy = torch.where(act, binary_entropy(g), 0.0)
         if k == 0:
-            a, h_att = self.model.leaf.attend(st.h, new_open, st.memory, cfg.temperature)
+            kv = self.model.leaf.keys_values(st.h)
+            a, h_att = self.model.leaf.attend(st.h, new_open, st.memory, cfg.temperature, kv)
             st.attn = a
             st.entropy = st.entropy + h_att
-            st.memory.write(*self.model.leaf.keys_values(st.h), act)
+            st.memory.write(*kv, act)
             st.cost += float(new_open.sum()) * self.model.attention_cost(cfg.blocks(0))
             return
         child = state.levels[k - 1]
@@ -210,7 +211,7 @@ class Hierarchy:
             child.pending = None
         slept = child.active & ~kids_active
         if bool(slept.any()):
-            child.gate = torch.where(slept, torch.zeros_like(child.gate), child.gate)
+            child.gate = torch.where(slept, 0.0, child.gate)
         child.active = kids_active
 
     @staticmethod
@@ -235,7 +236,16 @@ class Hierarchy:
         return float(full)
 
     def record(self, state: SimState, k: int, n: int) -> TickRecord:
-        """The :class:`TickRecord` of level ``k``'s tick at ``n`` (and add up the cost).
+        """The :class:`TickRecord` of level ``k``'s tick at ``n`` (after :meth:`account`)."""
+        full = self.account(state, k, n)
+        st = state.levels[k]
+        return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
+                          entropy=st.entropy, free_energy=self.free_energy(st),
+                          active=st.active if st.closed_active is None else st.closed_active,
+                          cost=st.cost, full_cost=full, escalated=st.escalated)
+
+    def account(self, state: SimState, k: int, n: int) -> float:
+        """Add level ``k``'s tick at ``n`` to the run's totals; returns its full cost.
 
         The tick at ``n = 0`` closes no window and costs nothing.
         """
@@ -248,13 +258,10 @@ class Hierarchy:
         totals["cost"] += st.cost
         totals["full"] += full
         # Kept as a tensor: converting it here would wait for the device every tick.
-        totals["open"] = totals.get("open", 0) + (st.gate > self.cfg.gate_theta).sum()
+        totals["open"] = totals.get("open", 0) + st.open.sum()         # open: gate > theta
         if k == 0 and self.progress is not None:
             self.progress(self.t(n), state)
-        return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
-                          entropy=st.entropy, free_energy=self.free_energy(st),
-                          active=st.active if st.closed_active is None else st.closed_active,
-                          cost=st.cost, full_cost=float(full), escalated=st.escalated)
+        return float(full)
 
     # ---- integration -----------------------------------------------------
     def integrate(self, plan, levels: dict, start: int) -> dict:

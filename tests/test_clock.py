@@ -69,12 +69,15 @@ def test_same_time_phases_run_in_declared_order(monkeypatch):
     """At a moment where all levels tick: close bottom-up, open top-down, then solve, then record."""
     cfg = test_config(K=2, branching=2, ratio=2.0, gate_mode="open")
     trace = []
-    for name in ("close_window", "open_window", "solve_ahead", "record"):
+    # The record phase: `account` runs for every tick (`record` only when a
+    # recorder takes ticks, which the default one does not).
+    for name in ("close_window", "open_window", "solve_ahead", "account"):
         original = getattr(Hierarchy, name)
 
         def wrapped(self, state, *args, _name=name, _original=original):
             k = args[0] if _name != "solve_ahead" else "-"
-            trace.append((state.n if _name == "solve_ahead" else args[1], _name, k))
+            trace.append((state.n if _name == "solve_ahead" else args[1],
+                          "record" if _name == "account" else _name, k))
             return _original(self, state, *args)
 
         monkeypatch.setattr(Hierarchy, name, wrapped)

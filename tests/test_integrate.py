@@ -6,9 +6,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from rtnclock import BlockLevel, SolverError
+from rtnclock import BlockLevel, SolverError, simulate
 from rtnclock.integrate import Segment, solve
-from tests.problems import fit_order, test_config
+from tests.problems import fit_order, smooth_stream, test_config
 
 
 def _linear_level(d=4, tau=0.05, seed=1):
@@ -115,3 +115,13 @@ def test_calls_split_slow_large_windows_and_merge_small_ones():
     assert _calls(segs(small, windows)) == [[0, 1, 2]]
     # Within a factor of two of the fastest pace: one call.
     assert _calls(segs(big, [(0.01, 0.04), (0.015, 0.04)])) == [[0, 1]]
+
+
+def test_fixed_step_scales_with_the_fastest_levels_tau():
+    """A fixed grid steps the leaves at ``step_size``; a solve holding only a
+    slower level steps ``step_size * tau_k / tau_0`` (one RK4 step per tau
+    here: four evaluations per root window, not sixteen)."""
+    cfg = test_config(K=1, ratio=4.0, method="rk4", step_size=0.01, gate_mode=("closed", "closed"))
+    run = simulate(cfg, smooth_stream(cfg, 0.4))
+    assert run.stats.calls.get(0, 0) == 0                        # root gate shut: the leaves never run
+    assert run.stats.calls[1] == 10 and run.stats.nfe[1] == 4 * 10
