@@ -41,7 +41,8 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
     q_pad = q.new_zeros(B, P, d)
     q_pad[stream, pos] = q
     s_glob = (q_pad @ keys.transpose(1, 2))[stream, pos] / temperature  # [N, n]
-    s_mem = torch.einsum("nd,nmd->nm", q, mem_k) / temperature          # [N, M]
+    # Batched products rather than einsum: same sums, a fraction of its dispatch cost.
+    s_mem = (mem_k @ q.unsqueeze(-1)).squeeze(-1) / temperature         # [N, M]
     s_mem = s_mem.masked_fill(~mem_valid, float("-inf"))
     logits = torch.cat([s_mem, s_glob], dim=-1)                         # [N, M + n]
     logw = torch.log_softmax(logits, dim=-1)
@@ -49,6 +50,6 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
     M = mem_k.shape[1]
     w_pad = q.new_zeros(B, P, n)
     w_pad[stream, pos] = w[:, M:]
-    a = torch.einsum("nm,nmd->nd", w[:, :M], mem_v) + (w_pad @ values)[stream, pos]  # [N, d]
+    a = (w[:, :M].unsqueeze(1) @ mem_v).squeeze(1) + (w_pad @ values)[stream, pos]  # [N, d]
     entropy = -(w * logw.nan_to_num(neginf=0.0)).sum(-1)
     return a, entropy
