@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             from .runs import info
             print(info(args.run))
             return 0
+        if args.command == "plot":
+            return _plot(args)
         if args.threads < 1:
             raise ConfigError("--threads", args.threads, "an integer >= 1")
         torch.set_num_threads(args.threads)
@@ -74,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
                           description="Print a stored run's duration, levels, ticks, gate-open rates, "
                                       "cost and sparsity, event counts and size on disk.")
     info.add_argument("run", metavar="RUN", help="a store written by `rtnclock run --out RUN`")
+    plot = sub.add_parser("plot", help="draw a stored run's clock-coupling plots",
+                          description="Draw a stored run's plots (headless) into a directory: clock raster "
+                                      "over the input, level traces, cross-frequency coupling, gates, cost, "
+                                      "effective rank.")
+    plot.add_argument("run", metavar="RUN", help="a store written by `rtnclock run --out RUN`")
+    plot.add_argument("--kind", default="all", choices=("all", "raster", "traces", "coupling", "gates", "cost",
+                                                        "rank"), help="which plot (default all)")
+    plot.add_argument("--out", metavar="DIR", default=None, help="directory for the images (default RUN_plots "
+                                                                 "beside the store)")
+    plot.add_argument("--start", type=float, default=None, metavar="S", help="first second to draw")
+    plot.add_argument("--end", type=float, default=None, metavar="S", help="last second to draw")
+    plot.add_argument("--format", default="png", choices=("png", "svg", "pdf"), help="image format (default png)")
+    plot.add_argument("--stream", type=int, default=0, metavar="B", help="which stream of a batch (default 0)")
     run = sub.add_parser("run", help="simulate a scenario and print a summary",
                          description="Simulate a scenario and print a per-level summary.")
     run.add_argument("scenario", metavar="SCENARIO",
@@ -109,6 +124,30 @@ def _parser() -> argparse.ArgumentParser:
                           "threads only add wake-up latency, badly so on a loaded CPU)")
     run.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
+
+
+def _plot(args) -> int:
+    """Write the asked-for plots of a stored run; prints each file written."""
+    from .runs import open_run
+    from .viz import KINDS, PLOTS
+
+    run = open_run(args.run)
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise ConfigError("--end", args.end, f"a time after --start {args.start:g}")
+    batch = next((ds.sizes["batch"] for ds in run.levels.values()), 1)
+    if not 0 <= args.stream < batch:
+        raise ConfigError("--stream", args.stream, f"a stream index 0..{batch - 1}")
+    out = Path(args.out) if args.out else run.path.with_name(run.path.stem + "_plots")
+    out.mkdir(parents=True, exist_ok=True)
+    for kind in (KINDS if args.kind == "all" else (args.kind,)):
+        kwargs = dict(start=args.start, end=args.end)
+        if kind in ("raster", "traces", "coupling"):
+            kwargs["stream"] = args.stream
+        fig = PLOTS[kind](run, **kwargs)
+        path = out / f"{kind}.{args.format}"
+        fig.savefig(path, dpi=110)
+        print(path)
+    return 0
 
 
 def _list_scenarios() -> int:
