@@ -72,4 +72,7 @@ class BlockLevel(nn.Module):
         drive = inputs(t) if callable(inputs) else inputs
         # addmm: one kernel for the product and the drive (this runs at every stage).
         z = torch.addmm(drive, h, self.W_h.T) if h.dim() == 2 and drive.dim() == 2 else h @ self.W_h.T + drive
-        return (self.phi(z) - h) / self.tau
+        if torch.is_grad_enabled():
+            return (self.phi(z) - h) / self.tau
+        # Without autograd the activation's fresh output can take the rest in place.
+        return self.phi(z).sub_(h).div_(self.tau)
