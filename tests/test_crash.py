@@ -128,6 +128,9 @@ def _assert_same_store(a, b):
                                           err_msg=f"level {k} {name}")
     for name in b.events.data_vars:
         np.testing.assert_array_equal(a.events[name].values, b.events[name].values, err_msg=f"events {name}")
+    # The input frames were appended as delivered, cut back at the resume and appended again.
+    for name in ("features", "time"):
+        np.testing.assert_array_equal(a.sensory[name].values, b.sensory[name].values, err_msg=f"sensory {name}")
 
 
 @pytest.mark.parametrize("kill_at_write", [3, 97, 230])
@@ -155,3 +158,39 @@ def test_cli_resume_after_sigkill_at_a_moment(tmp_path, uninterrupted, capsys):
     # A finished run has nothing to resume.
     assert main(["run", "audio_stream", "--out", str(path), "--resume"]) == 2
     assert "finished run; nothing to resume" in capsys.readouterr().err
+
+
+def test_cli_resume_of_an_interrupted_wav_run(tmp_path, monkeypatch):
+    """A `--input FILE.wav` run stopped half way (Ctrl-C) resumes from the store
+    alone (file, seed and policy come from its attributes) into the same store."""
+    import wave
+
+    from rtnclock import cli, store
+
+    rate = 22050
+    t = np.arange(int(2.0 * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * 700 * t) * (t > 0.6) + 0.2 * np.sin(2 * np.pi * 2500 * t) * (t > 1.4)
+    wav = tmp_path / "two_tones.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.round(x * 32767).astype("<i2").tobytes())
+    monkeypatch.setattr(store, "CHUNK_SECONDS", 0.25)            # checkpoints every quarter second
+    ref, path = tmp_path / "ref.zarr", tmp_path / "run.zarr"
+    assert main(["run", "audio_stream", "--input", str(wav), "--out", str(ref), "--quiet"]) == 0
+
+    def interrupt(self, t, state):
+        if t > 1.2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(cli.Progress, "__call__", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            main(["run", "audio_stream", "--input", str(wav), "--out", str(path)])
+    stopped = open_run(path)
+    assert not stopped.finished and 0 < stopped.levels[0].sizes["time"] < open_run(ref).levels[0].sizes["time"]
+    assert main(["run", "audio_stream", "--out", str(path), "--resume", "--quiet"]) == 0
+    resumed = open_run(path)
+    assert resumed.attrs["input"] == str(wav)
+    _assert_same_store(resumed, open_run(ref))
