@@ -6,6 +6,7 @@ Only rows the writer committed are read (see :mod:`rtnclock.store`).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,9 @@ def info(path) -> str:
     kinds = run.events["kind"].values
     counts = {k: int((kinds == k).sum()) for k in KINDS if (kinds == k).any()}
     lines.append("events: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+    if run.annotations is not None and run.annotations.sizes.get("annotation"):
+        notes = Counter(run.annotations["kind"].values.tolist())
+        lines.append("annotations: " + ", ".join(f"{k} {v}" for k, v in sorted(notes.items())))
     size = sum(f.stat().st_size for f in run.path.rglob("*") if f.is_file())
     lines.append(f"size on disk {size / 2**20:.2f} MiB")
     return "\n".join(lines)

@@ -68,6 +68,7 @@ def test_run_out_writes_a_store_that_info_summarises(tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "scenario audio_stream, seed 0, mode multiclock, finished" in text
+    assert "annotations: " in text and "drone 1" in text                # the scene's onsets in 0.5 s
     ticks = [line.split()[1] for line in text.splitlines() if line.split()[:1] == ["0"]]
     assert ticks == ["51"]                                          # 0.5 s of 10 ms leaf ticks, both ends
     # A second run to the same store must ask for --overwrite, before it simulates.
