@@ -96,6 +96,7 @@ class Stream:
         self.loaded = 0                          # frames delivered so far
         self._recent: dict[float, torch.Tensor] = {}
         self.bad_frames: list[int] = []
+        self._bad: set[int] = set()              # the same, for lookups per frame
 
     # ---- delivery -------------------------------------------------------------
     def _load(self, i: int) -> None:
@@ -130,6 +131,7 @@ class Stream:
         if bad:
             chunk = torch.where(torch.isfinite(chunk), chunk, torch.zeros((), dtype=chunk.dtype))
             self.bad_frames.extend(bad)
+            self._bad.update(bad)
         self._frames[:, a:b] = chunk
         # Cumulative integral at frame times (trapezoid is exact for linear pieces).
         prev = self._frames[:, a - 1:b - 1] if a else torch.cat([chunk[:, :1], chunk[:, :-1]], dim=1)
@@ -146,7 +148,7 @@ class Stream:
     def is_bad(self, i: int) -> bool:
         """Whether frame ``i`` held non-finite samples (pulls its chunk if needed)."""
         self._load(i)
-        return i in self.bad_frames
+        return i in self._bad
 
     @property
     def frames(self) -> torch.Tensor:
@@ -189,7 +191,7 @@ class Stream:
         out._frames = self._frames.to(device=device, dtype=dtype)
         out._cum = self._cum.to(device=device, dtype=dtype)
         out._recent = {}
-        out.bad_frames = list(self.bad_frames)
+        out.bad_frames, out._bad = list(self.bad_frames), set(self._bad)
         self._chunks = None
         return out
 

@@ -33,6 +33,7 @@ fraction clipped.
 
 from __future__ import annotations
 
+import bisect
 import math
 import warnings
 
@@ -181,7 +182,8 @@ class Features:
 # ---- WAV input ------------------------------------------------------------------
 
 def _file_stream(config, path, duration, batch, nan_policy) -> rtnclock.Stream:
-    from .wav import Resampler, read_wav
+    from .resampler import Resampler
+    from .wav import read_wav
 
     if batch != 1:
         raise rtnclock.ConfigError("batch", batch, "1 with --input (one file is one stream)")
@@ -206,7 +208,7 @@ def _file_stream(config, path, duration, batch, nan_policy) -> rtnclock.Stream:
     x = torch.where(bad, torch.zeros((), dtype=x.dtype), x)
     clipped = x.abs() >= CLIP_LEVEL
     rows, ends = [], []
-    for a, b in _runs(clipped.nonzero().flatten().tolist()):
+    for a, b in _runs(clipped.nonzero().flatten()):
         if a / audio.sample_rate < duration:
             rows.append((a / audio.sample_rate, "clipped", 0))
             ends.append((b + 1) / audio.sample_rate)
@@ -220,7 +222,7 @@ def _file_stream(config, path, duration, batch, nan_policy) -> rtnclock.Stream:
 
     def frames(i0: int, i1: int) -> torch.Tensor:
         out = features.frames(i0, i1)
-        hit = [f - i0 for f in bad_frames if i0 <= f < i1]
+        hit = [f - i0 for f in bad_frames[bisect.bisect_left(bad_frames, i0):bisect.bisect_left(bad_frames, i1)]]
         if hit:
             out[:, hit] = float("nan")
         return out
@@ -256,19 +258,21 @@ class _Resampled:
 def _frames_touching(times: torch.Tensor, n_frames: int) -> list[int]:
     """Frames whose analysis window (plus the resampler's reach) holds one of ``times``."""
     reach = (WINDOW / 2 + 40) / SAMPLE_RATE
-    out = set()
-    for t in times.tolist():
-        lo, hi = math.ceil((t - reach) * FRAME_RATE), math.floor((t + reach) * FRAME_RATE)
-        out.update(range(max(lo, 0), min(hi, n_frames - 1) + 1))
-    return sorted(out)
+    # Each time marks a range of frames: +1 at its first, -1 past its last,
+    # and a running sum (vectorised: a corrupt file may hold millions of them).
+    lo = torch.ceil((times - reach) * FRAME_RATE).long().clamp(0, n_frames)
+    hi = torch.floor((times + reach) * FRAME_RATE).long().clamp(-1, n_frames - 1) + 1
+    mark = torch.zeros(n_frames + 1, dtype=torch.long)
+    mark.index_add_(0, lo, torch.ones_like(lo))
+    mark.index_add_(0, hi, -torch.ones_like(hi))
+    return (mark.cumsum(0)[:n_frames] > 0).nonzero().flatten().tolist()
 
 
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """Consecutive runs ``(first, last)`` of sorted indices."""
-    runs = []
-    for i in indices:
-        if runs and i == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    return runs
+def _runs(indices: torch.Tensor) -> list[tuple[int, int]]:
+    """Consecutive runs ``(first, last)`` of sorted indices ``[n]``."""
+    if indices.numel() == 0:
+        return []
+    breaks = (indices.diff() != 1).nonzero().flatten()
+    firsts = torch.cat([indices[:1], indices[breaks + 1]])
+    lasts = torch.cat([indices[breaks], indices[-1:]])
+    return list(zip(firsts.tolist(), lasts.tolist()))
