@@ -13,7 +13,8 @@ from .model import RTNModel
 from .recorder import MemoryRecorder, NullRecorder, TickRecord
 from .simulate import Run, simulate
 from .runs import StoredRun, info, open_run
-from .store import Monitor, StoreError, ZarrRecorder
+from .monitor import Monitor
+from .store import StoreError, ZarrRecorder
 from .stream import Stream
 
 __all__ = [

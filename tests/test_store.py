@@ -10,6 +10,7 @@ import xarray as xr
 
 from rtnclock import (ConfigError, MemoryRecorder, Monitor, StoreError, ZarrRecorder, info, open_run,
                       simulate)
+from rtnclock import monitor as monitor_mod
 from rtnclock import store as store_mod
 from tests.problems import assert_process_gone, pulse_stream, test_config
 
@@ -87,7 +88,7 @@ def test_monitor_selects_levels_blocks_variables_and_every(tmp_path):
 def test_default_monitor_keeps_few_leaves():
     cfg = test_config(K=3, branching=4)                                   # 64 leaves
     blocks = Monitor().resolve(cfg)
-    assert len(blocks[0]) == store_mod.DEFAULT_LEAF_BLOCKS and blocks[0][0] == 0 and blocks[0][-1] == 63
+    assert len(blocks[0]) == monitor_mod.DEFAULT_LEAF_BLOCKS and blocks[0][0] == 0 and blocks[0][-1] == 63
     assert len(blocks[1]) == cfg.blocks(1)
 
 
