@@ -5,7 +5,8 @@ round runs the default 10 s scene three ways, in rotating order: in-process
 ``simulate`` with no recorder, with the Zarr store (the run's wall time
 includes ``close``, which waits until everything is on disk), and the
 whole command ``rtnclock run audio_stream --out ...`` in a fresh process
-(interpreter start and imports included).  The scene is rendered lazily,
+(interpreter start and imports included).  Each run writes a new store, as a
+first run does (replacing an old one would add its removal).  The scene is rendered lazily,
 chunk by chunk, inside the run, so its cost is in every figure.  Rows are
 medians over rounds.
 
@@ -15,6 +16,7 @@ medians over rounds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -31,9 +33,16 @@ from benchmarks.tables import table  # noqa: E402
 from scenarios import audio_stream  # noqa: E402
 
 
+_runs = itertools.count()
+
+
+def _new_store(tmp: str) -> str:
+    return os.path.join(tmp, f"run-{next(_runs)}.zarr")
+
+
 def _in_process(duration: float, store: str | None) -> float:
     cfg = audio_stream.default_config()
-    recorder = rtnclock.ZarrRecorder(store, overwrite=True) if store else None
+    recorder = rtnclock.ZarrRecorder(store) if store else None
     began = time.perf_counter()
     rtnclock.simulate(cfg, audio_stream.make_stream(cfg, duration=duration), recorder=recorder)
     return time.perf_counter() - began
@@ -42,8 +51,8 @@ def _in_process(duration: float, store: str | None) -> float:
 def _command(duration: float, store: str) -> float:
     exe = os.path.join(os.path.dirname(sys.executable), "rtnclock")
     began = time.perf_counter()
-    subprocess.run([exe, "run", "audio_stream", "--duration", str(duration), "--out", store, "--overwrite",
-                    "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([exe, "run", "audio_stream", "--duration", str(duration), "--out", store, "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - began
 
 
@@ -55,11 +64,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        store = os.path.join(tmp, "run.zarr")
         _in_process(2.0, None)                                  # warm the imports and caches
+        _in_process(2.0, _new_store(tmp))
         ways = {"simulate, no recorder": lambda: _in_process(args.duration, None),
-                "simulate, Zarr store": lambda: _in_process(args.duration, store),
-                "rtnclock run --out (whole command)": lambda: _command(args.duration, store)}
+                "simulate, Zarr store": lambda: _in_process(args.duration, _new_store(tmp)),
+                "rtnclock run --out (whole command)": lambda: _command(args.duration, _new_store(tmp))}
         times = {name: [] for name in ways}
         names = list(ways)
         for r in range(args.rounds):

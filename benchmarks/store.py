@@ -2,17 +2,20 @@
 
     .venv/bin/python benchmarks/store.py [--quick]
 
-audio_stream on its defaults (B = 1), torch on one thread, the store's writer process beside it:
+audio_stream on its defaults (B = 1), torch on one thread:
   overhead   run time with ZarrRecorder (default monitor) vs NullRecorder, measured
-             alternately, whole simulate() calls (store creation and last flush included)
+             alternately, whole simulate() calls (store creation and last flush included;
+             each run writes a new store, the previous one is removed outside the timing)
   codec      store size and write time per codec level on the same run
   read       open_run + a full load, and xarray.open_zarr + a full load
-  append     appending one tick per write vs whole chunks (why the recorder buffers)
+  append     appending one tick per write vs whole chunks (why the recorder buffers), and
+             one chunk into each of 60 arrays through zarr-python vs rtnclock's writer
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import tempfile
 import time
@@ -24,6 +27,7 @@ import xarray as xr
 
 from rtnclock import NullRecorder, ZarrRecorder, open_run, simulate, store
 from rtnclock.scenarios import audio_stream
+from rtnclock.zarrwriter import StoreWriter
 from tables import table
 
 
@@ -37,43 +41,57 @@ def timed_run(cfg, stream, recorder):
     return time.perf_counter() - start
 
 
-def overhead(tmp: Path, durations, quick: bool) -> None:
+_made = itertools.count()
+
+
+def fresh(path: Path, **kw) -> ZarrRecorder:
+    """A recorder writing a new store named after ``path`` (``run.zarr`` -> ``run-3.zarr``).
+
+    Every run writes a store of its own: removing the last one first would
+    leave the file system busy freeing its blocks during the timed run.
+    """
+    return ZarrRecorder(path.with_name(f"{path.stem}-{next(_made)}.zarr"), **kw)
+
+
+def overhead(tmp: Path, durations, quick: bool) -> Path:
+    """The overhead table; returns the last store written."""
     print("## Recording overhead: ZarrRecorder vs NullRecorder (audio_stream defaults, B = 1)\n")
     cfg = audio_stream.default_config()
     rows = []
-    kinds = ("null", "process", "inline")
     for duration in durations:
         stream = audio_stream.make_stream(cfg, duration=duration, seed=0, batch=1)
-        timed_run(cfg, stream, ZarrRecorder(tmp / "warm.zarr", overwrite=True))      # imports, caches
-        times = {k: [] for k in kinds}
-        recs = {}
-        reps = 1 if quick else max(3, min(7, round(300 / duration)))        # ~5 min in all
-        for i in range(reps):                      # rotating order: drifts hit every kind alike
-            for kind in kinds[i % 3:] + kinds[:i % 3]:
+        timed_run(cfg, stream, fresh(tmp / "run.zarr"))                  # imports, caches
+        times = {"null": [], "zarr": []}
+        inside, writing = [], []
+        reps = 3 if quick else max(3, min(9, round(400 / duration)))
+        for i in range(reps):                   # alternating order: drifts hit both alike
+            for kind in (("null", "zarr") if i % 2 == 0 else ("zarr", "null")):
                 if kind == "null":
                     times[kind].append(timed_run(cfg, stream, NullRecorder()))
                     continue
-                rec = ZarrRecorder(tmp / "run.zarr", overwrite=True, background=kind == "process")
+                rec = fresh(tmp / "run.zarr")
                 times[kind].append(timed_run(cfg, stream, rec))
-                recs[kind] = rec
-        a, b, c = (min(times[k]) for k in kinds)
-        # Each round runs every kind once; the ratio within a round cancels the
+                inside.append(rec.seconds)
+                writing.append(rec.write_seconds)
+        a, b = min(times["null"]), min(times["zarr"])
+        # Each round runs both once; the ratio within a round cancels the
         # machine's drift, and the median over rounds ignores the odd outlier.
-        paired = float(np.median(np.array(times["process"]) / np.array(times["null"]))) - 1
-        paired_inline = float(np.median(np.array(times["inline"]) / np.array(times["null"]))) - 1
-        rec = recs["process"]
-        size = size_of(tmp / "run.zarr")
-        rows.append([duration, a, b, paired, b / a - 1, rec.seconds / a, paired_inline, rec.bytes_written / 2**20,
-                     rec.write_seconds, rec.bytes_written / 2**20 / rec.write_seconds, size / 2**20,
+        paired = float(np.median(np.array(times["zarr"]) / np.array(times["null"]))) - 1
+        size = size_of(rec.path)
+        payload = rec.bytes_written / 2**20
+        rows.append([duration, reps, a, b, paired, b / a - 1, float(np.median(inside)) / a,
+                     float(np.median(writing)), payload / float(np.median(writing)), size / 2**20,
                      size / 2**10 / duration])
-    table(["sim s", "null s", "zarr s", "overhead (goal <= 0.10)", "fastest vs fastest", "in recorder / null",
-           "inline overhead", "payload MiB", "writer s", "writer MiB/s", "on disk MiB", "KiB per sim s"], rows)
+    table(["sim s", "rounds", "null s", "zarr s", "overhead (goal <= 0.10)", "fastest vs fastest",
+           "in recorder / null", "writer thread s", "writer MiB/s", "on disk MiB", "KiB per sim s"], rows)
     print("null s, zarr s: fastest of the rounds. overhead: median over rounds of zarr / null - 1 (each round "
-          "runs every kind once, in rotating order); 'fastest vs fastest' is the ratio of the fastest runs. 'zarr' writes from the writer process (the default); "
-          "'in recorder' is the run's wall time inside the recorder's calls (its direct cost, waiting for "
-          "the last write included); 'inline overhead' writes in the run's own process instead. "
-          "'writer s' is the writer process's time applying writes (off the run's core); writer MiB/s = "
-          "uncompressed payload over it.\n")
+          "runs both once, in alternating order); 'fastest vs fastest' is the ratio of the fastest runs. "
+          "'in recorder' is the run's wall time inside the recorder's calls (checkpoints, queueing, and "
+          "waiting for the last writes at the end); the rest of the overhead is building a tick record per "
+          "tick and sharing the interpreter with the writer. 'writer thread s' is the store writer's thread "
+          "(stacking ticks, observables, encoding, files) beside the run; writer MiB/s = uncompressed "
+          "payload over it.\n")
+    return rec.path
 
 
 def codec(tmp: Path, duration: float) -> None:
@@ -84,19 +102,18 @@ def codec(tmp: Path, duration: float) -> None:
     try:
         for level in (None, 1, 3, 9):
             store.CODEC_LEVEL = level
-            rec = ZarrRecorder(tmp / "codec.zarr", overwrite=True)
+            rec = fresh(tmp / "codec.zarr")
             total = timed_run(cfg, stream, rec)
-            size = size_of(tmp / "codec.zarr")
+            size = size_of(rec.path)
             rows.append(["raw" if level is None else f"zstd-{level}", size / 2**20,
                          rec.bytes_written / size, rec.write_seconds, total])
     finally:
         store.CODEC_LEVEL = saved
-    table(["codec", "on disk MiB", "payload / disk", "writer s", "run s"], rows)
+    table(["codec", "on disk MiB", "payload / disk", "writer thread s", "run s"], rows)
 
 
-def read(tmp: Path) -> None:
+def read(path: Path) -> None:
     print("## Reading the overhead run's store\n")
-    path = tmp / "run.zarr"
     start = time.perf_counter()
     run = open_run(path)
     for ds in run.levels.values():
@@ -111,24 +128,50 @@ def read(tmp: Path) -> None:
                             ["xarray.open_zarr + load every level", b]])
 
 
-def append(tmp: Path, rows: int = 400) -> None:
+def append(tmp: Path, rows: int = 400, arrays: int = 60) -> None:
     import zarr
 
     print(f"## Appending {rows} ticks of a [16, 16] float32 state\n")
     out = []
+    data = np.random.default_rng(0).random((rows, 16, 16), dtype=np.float32)
     for label, step in (("one tick per write", 1), ("one chunk per write", rows)):
         path = tmp / "append.zarr"
         shutil.rmtree(path, ignore_errors=True)
         arr = zarr.open_group(str(path), mode="w").create_array(
             "state", shape=(0, 16, 16), chunks=(rows, 16, 16), dtype="f4")
-        data = np.random.default_rng(0).random((rows, 16, 16), dtype=np.float32)
         start = time.perf_counter()
         for i in range(0, rows, step):
             arr.resize((i + step, 16, 16))
             arr[i:i + step] = data[i:i + step]
         sec = time.perf_counter() - start
         out.append([label, sec, rows / sec])
-    table(["granularity", "s", "ticks/s"], out)
+    table(["granularity (zarr-python)", "s", "ticks/s"], out)
+
+    print(f"## One flush: a {rows}-row chunk appended to each of {arrays} arrays (zstd-1)\n")
+    cols = [data[:, 0, 0].copy() for _ in range(arrays)]
+    spec = dict(shape=(0,), chunks=(rows,), dtype=np.float32, dims=["time"], zstd=1)
+    out = []
+    path = tmp / "flush.zarr"
+    shutil.rmtree(path, ignore_errors=True)
+    group = zarr.open_group(str(path), mode="w")
+    made = [group.create_array(f"a{i}", shape=(0,), chunks=(rows,), dtype="f4",
+                               compressors=zarr.codecs.ZstdCodec(level=1)) for i in range(arrays)]
+    start = time.perf_counter()
+    for arr, col in zip(made, cols):
+        arr.resize((rows,))
+        arr[:] = col
+    out.append(["zarr-python", (time.perf_counter() - start) * 1e3])
+    shutil.rmtree(path, ignore_errors=True)
+    writer = StoreWriter()
+    writer.send(("open", str(path), "w"))
+    for i in range(arrays):
+        writer.send(("array", f"a{i}", spec, None))
+    writer.wait()                                  # the arrays exist before the clock starts
+    start = time.perf_counter()
+    writer.send(("append", [(f"a{i}", 0, col) for i, col in enumerate(cols)]))
+    writer.wait()
+    out.append(["rtnclock.zarrwriter", (time.perf_counter() - start) * 1e3])
+    table(["writer", "ms per flush"], out)
 
 
 def main() -> None:
@@ -139,8 +182,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rtnclock-bench-"))
     start = time.perf_counter()
     try:
-        overhead(tmp, (10.0, 30.0) if args.quick else (10.0, 60.0, 300.0), args.quick)
-        read(tmp)
+        last = overhead(tmp, (10.0, 30.0) if args.quick else (10.0, 60.0, 300.0), args.quick)
+        read(last)
         codec(tmp, 10.0 if args.quick else 60.0)
         append(tmp)
     finally:

@@ -251,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
           f"({run.duration:g} simulated s / {run.wall_seconds:.2f} wall s)")
     if recorder is not None:
         print(f"store {args.out}: {recorder.bytes_written / 2**20:.2f} MiB of trajectories; the run spent "
-              f"{recorder.seconds:.2f} s recording, its writer process {recorder.write_seconds:.2f} s writing; "
+              f"{recorder.seconds:.2f} s recording (its writer thread {recorder.write_seconds:.2f} s, beside it); "
               f"`rtnclock info {args.out}` summarises it")
     return 0
 

@@ -20,10 +20,11 @@ class TickRecord:
     Attributes:
         level, n, t: level, integer leaf-tick count and time in seconds.
         state: block states at the tick ``[B, n_k, d_k]``.
-        gate, surprise, entropy, free_energy: per block ``[B, n_k]`` (``F = U - tau S``).
+        gate, surprise, entropy: per block ``[B, n_k]``.
         active: blocks integrated in the window that just closed ``[B, n_k]``.
         cost, full_cost: cost units this tick and under full execution.
         escalated: the tick was forced by a child's escalation.
+        free_energy_tau: the ``tau`` of ``F = U - tau S`` (:attr:`free_energy`).
     """
 
     level: int
@@ -33,11 +34,16 @@ class TickRecord:
     gate: torch.Tensor
     surprise: torch.Tensor
     entropy: torch.Tensor
-    free_energy: torch.Tensor
     active: torch.Tensor
     cost: float
     full_cost: float
     escalated: bool = False
+    free_energy_tau: float = 0.0
+
+    @property
+    def free_energy(self) -> torch.Tensor:
+        """``F = U - tau S`` per block ``[B, n_k]`` (computed when asked: few ticks are)."""
+        return self.surprise - self.free_energy_tau * self.entropy
 
 
 class NullRecorder:
@@ -79,6 +85,7 @@ def stack_ticks(ticks: list[TickRecord]) -> dict[str, torch.Tensor]:
            "cost": torch.tensor([r.cost for r in ticks], dtype=torch.float64),
            "full_cost": torch.tensor([r.full_cost for r in ticks], dtype=torch.float64),
            "escalated": torch.tensor([r.escalated for r in ticks])}
-    for name in ("state", "gate", "surprise", "entropy", "free_energy", "active"):
+    for name in ("state", "gate", "surprise", "entropy", "active"):
         out[name] = torch.stack([getattr(r, name) for r in ticks])
+    out["free_energy"] = out["surprise"] - ticks[0].free_energy_tau * out["entropy"]
     return out

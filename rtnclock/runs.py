@@ -59,8 +59,8 @@ def open_run(path) -> StoredRun:
     import warnings
 
     with warnings.catch_warnings():
-        # zarr writes a file as ``*.partial`` and renames it; a kill in between
-        # leaves the partial beside the hierarchy, and zarr warns while listing.
+        # The store's writer writes a file as ``*.partial`` and renames it; a kill in
+        # between leaves the partial beside the hierarchy, and zarr warns while listing.
         warnings.filterwarnings("ignore", message=r".*\.partial is not recognized")
         return _open_run(Path(path))
 
@@ -72,7 +72,9 @@ def _open_run(path: Path) -> StoredRun:
     config = Config.from_dict(_from_json(attrs["config"]))
     committed = attrs.get("committed")
     laid_out = committed is not None        # None: killed while the store was being laid out
-    groups = sorted(root.group_keys())
+    # A store killed while being laid out can hold a group's folder before its
+    # metadata: list groups only once the layout was committed.
+    groups = sorted(root.group_keys()) if laid_out else []
     levels = {int(name[6:]): _open_group(root, path, name, "time", committed.get(name, 0))
               for name in groups if laid_out and name.startswith("level_")}
     if laid_out:

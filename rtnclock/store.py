@@ -26,17 +26,19 @@ root attributes are written first with ``committed`` None and again, with
 ``{}``, once every array exists: a store killed while being laid out reads as
 holding nothing.
 
-The writing itself is done by a writer process (``zarrwriter``): the recorder
-stacks each chunk's columns and hands them over in order, so zarr-python's
-per-array overhead runs on another core.  ``close`` waits until everything is
-on disk.
+The recorder hands each chunk's ticks, in order, to ``zarrwriter``, whose
+thread stacks them, computes their observables and writes the chunk files
+and metadata documents itself, beside the simulation (zarr-python's
+per-array overhead would cost more than a short run); the store it leaves is
+a plain Zarr v3 store that zarr-python and xarray read.  ``close`` waits
+until everything is on disk.
 
 Codec: zstd at level 1, chosen by measurement (``benchmarks/store.py``).  The
 float mantissas of a state compress little, but a run's arrays are mostly
 structure: dormant blocks repeat their state, closed gates and masks are
 constant, and the last chunk of each array is padding.  On a 60 s
-audio_stream run zstd-1 stored the run 6.7x smaller than raw chunks at about
-the same flush time (0.39 s vs 0.35 s); higher levels bought nothing.
+audio_stream run zstd-1 stored the run 4x smaller than raw chunks (3.4 vs
+13.8 MiB) at about the same writer time; higher levels bought nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from __future__ import annotations
 import errno
 import functools
 import io
-import itertools
 import math
 import os
 import time
@@ -60,13 +61,13 @@ from .events import KINDS, EventLog
 from .monitor import BLOCK_VARIABLES, Monitor
 from .observables import level_observables
 from .recorder import NullRecorder, TickRecord, stack_ticks
-from .zarrwriter import BackgroundWriter, InlineWriter
+from .zarrwriter import StoreWriter
 
 SCHEMA_VERSION = 1
 #: Per-tick scalars every monitored level records.
 TICK_SCALARS = ("n", "cost", "full_cost", "escalated", "U", "S", "F", "open_fraction", "effective_rank")
 #: A time chunk holds at most this many bytes of its largest array ...
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 #: ... and at most this much simulated time (seconds).
 CHUNK_SECONDS = 60.0
 _EVENT_CHUNK = 65536
@@ -138,9 +139,9 @@ class _LevelBuffer:
         self.ticks.append(tick)
         return len(self.ticks) == self.chunk
 
-    def columns(self) -> dict[str, np.ndarray]:
-        """The held ticks as one array per stored variable."""
-        traj = stack_ticks(self.ticks)
+    def columns(self, ticks: list[TickRecord]) -> dict[str, np.ndarray]:
+        """``ticks`` as one array per stored variable."""
+        traj = stack_ticks(ticks)
         obs = level_observables(traj, self.config.gate_theta, self.config.free_energy_tau)
         cols = {"time": traj["t"], **{name: obs[name] for name in ("U", "S", "F", "open_fraction",
                                                                     "effective_rank")}}
@@ -151,14 +152,24 @@ class _LevelBuffer:
                 cols[v] = x if self.all_blocks else x[:, :, self.blocks.to(x.device)]
         return {v: _numpy(x).astype(self.dtypes[v], copy=False) for v, x in cols.items()}
 
-    def flush(self) -> list[tuple]:
-        """The held rows as ``(array, start, rows)`` appends (a whole chunk, or the run's last part)."""
+    def flush(self):
+        """Hand over the held rows (a whole chunk, or the run's last part).
+
+        Returns:
+            ``(items, nbytes)``: a callable giving the ``(array, start, rows)``
+            appends (the writer's thread stacks the ticks and computes their
+            observables) and their payload bytes; None if nothing is held.
+        """
         if not self.ticks:
-            return []
-        items = [(f"{self.name}/{v}", self.rows, data) for v, data in self.columns().items()]
-        self.rows += len(self.ticks)
+            return None
+        ticks, start = self.ticks, self.rows
+        self.rows += len(ticks)
         self.ticks = []
-        return items
+        nbytes = len(ticks) * sum(math.prod(s) * np.dtype(self.dtypes[v]).itemsize for v, s in self.shapes.items())
+
+        def items():                     # run by the writer's thread
+            return [(f"{self.name}/{v}", start, data) for v, data in self.columns(ticks).items()]
+        return items, nbytes
 
 
 class ZarrRecorder(NullRecorder):
@@ -171,17 +182,15 @@ class ZarrRecorder(NullRecorder):
         resume: continue the killed run stored at ``path`` (see :meth:`resume`).
         scenario, seed: recorded in the root attributes.
         mode: the scheduler, recorded likewise.
-        background: write from a writer process on another core (default), or
-            in this process (one core, or to debug a write).
         **meta: more root attributes (duration, batch).
     """
 
     def __init__(self, path, *, monitor: Monitor | None = None, overwrite: bool = False,
                  resume: bool = False, scenario: str | None = None, seed: int | None = None,
-                 mode: str = "multiclock", background: bool = True, **meta):
+                 mode: str = "multiclock", **meta):
         self.path = Path(path)
         self.monitor = monitor or Monitor()
-        self.overwrite, self.resuming, self.background = overwrite, resume, background
+        self.overwrite, self.resuming = overwrite, resume
         self.meta = dict(scenario=scenario, seed=seed, mode=mode, **meta)
         self.writer = None
         self.buffers: dict[int, _LevelBuffer] = {}
@@ -190,7 +199,7 @@ class ZarrRecorder(NullRecorder):
         self.stream = None
         self.sensory_rows = 0           # frames written to sensory/
         self.bytes_written = 0          # trajectory payload handed to the writer
-        self.write_seconds = 0.0        # the writer's time applying writes (known once closed)
+        self.write_seconds = 0.0        # the writer thread's time (known once closed)
         self.seconds = 0.0              # wall time spent in this recorder's calls (its cost to the run)
         self.moment_driven = False      # the multi-clock scheduler sets it and request_moment()
         self._due: set[int] = set()
@@ -273,7 +282,7 @@ class ZarrRecorder(NullRecorder):
         try:
             # A failed run writes what it holds (readable) and keeps its checkpoint:
             # a resume cuts the arrays back to it and continues.
-            self._flush(list(self.buffers.values()), finished=not failed)
+            self._flush(list(self.buffers.values()), finished=not failed, last=True)
             if not failed and self._ckpt is not None:      # a finished run needs no checkpoint
                 for slot in ("a", "b"):
                     self._send(("resize", f"{CHECKPOINT}/{slot}", (0,)))
@@ -281,7 +290,8 @@ class ZarrRecorder(NullRecorder):
                 self._write_attrs(committed=self._committed, finished=True)
         finally:
             writer, self.writer = self.writer, None
-            self.write_seconds = self._guard(writer.finish)
+            self._guard(writer.finish)
+            self.write_seconds = writer.busy_seconds
 
     # ---- resuming ----------------------------------------------------------
     def resume(self, config: Config, events: EventLog, stream=None) -> dict | None:
@@ -331,7 +341,7 @@ class ZarrRecorder(NullRecorder):
         self._open("r+")
         for k, idx in blocks.items():
             buf = _LevelBuffer(k, idx, config, batch, tuple(self.monitor.variables), dtype)
-            buf.rows, buf.ticks = rec["rows"][k], _unstack(k, rec["ticks"][k])
+            buf.rows, buf.ticks = rec["rows"][k], _unstack(k, rec["ticks"][k], config.free_energy_tau)
             buf.chunk = root[f"level_{k}/time"].chunks[0]          # as written, whatever the defaults now
             for v, shape in buf.shapes.items():           # drop rows of a flush that never checkpointed
                 self._send(("resize", f"{buf.name}/{v}", (buf.rows, *shape)))
@@ -367,17 +377,24 @@ class ZarrRecorder(NullRecorder):
 
     # ---- writing ---------------------------------------------------------
     def _open(self, mode: str) -> None:
-        self.writer = BackgroundWriter() if self.background else InlineWriter()
+        self.writer = StoreWriter()
         self._send(("open", str(self.path), mode))
 
     def _send(self, op: tuple) -> None:
         self._guard(lambda: self.writer.send(op))
 
-    def _flush(self, buffers, finished: bool = False, checkpoint=None) -> None:
-        """Chunks, then events, then a checkpoint, then the commit: the writer keeps this order."""
-        # One append per level, sent as soon as its columns are ready: the
-        # writer writes one while the next is computed.
-        for items in itertools.chain((buf.flush() for buf in buffers), [self._event_items(), self._sensory_items()]):
+    def _flush(self, buffers, finished: bool = False, checkpoint=None, last: bool = False) -> None:
+        """Chunks, then events, then a checkpoint, then the commit, in this order.
+
+        ``last``: the run waits for this flush, so its columns are computed here,
+        one level while the writer's thread writes the one before (both mostly
+        outside the GIL), instead of all of them on the writer's thread.
+        """
+        for buf in buffers:
+            if (held := buf.flush()) is not None:
+                self.bytes_written += held[1]
+                self._send(("append", held[0]() if last else held[0]))
+        for items in (self._event_items(), self._sensory_items()):
             if items:
                 self.bytes_written += sum(data.nbytes for _, _, data in items)
                 self._send(("append", items))
@@ -473,14 +490,15 @@ def _spec(shape, dtype, dims, *, chunks=None, attrs=None, zstd="default") -> dic
                 zstd=CODEC_LEVEL if zstd == "default" else zstd, attrs=attrs)
 
 
-def _unstack(level: int, cols: dict | None) -> list[TickRecord]:
+def _unstack(level: int, cols: dict | None, free_energy_tau: float) -> list[TickRecord]:
     """Inverse of ``stack_ticks`` (held ticks travel stacked: a few tensors pickle fast)."""
     if cols is None:
         return []
-    names = ("state", "gate", "surprise", "entropy", "free_energy", "active")
+    names = ("state", "gate", "surprise", "entropy", "active")
     return [TickRecord(level=level, n=int(cols["n"][i]), t=float(cols["t"][i]),
                        cost=float(cols["cost"][i]), full_cost=float(cols["full_cost"][i]),
-                       escalated=bool(cols["escalated"][i]), **{k: cols[k][i] for k in names})
+                       escalated=bool(cols["escalated"][i]), free_energy_tau=free_energy_tau,
+                       **{k: cols[k][i] for k in names})
             for i in range(len(cols["t"]))]
 
 

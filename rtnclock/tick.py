@@ -223,10 +223,6 @@ class Hierarchy:
         """
         setattr(state.levels[msg.destination], _MAILBOX[msg.kind], msg.payload)
 
-    def free_energy(self, st: LevelState) -> torch.Tensor:
-        """``F = U - tau S`` per block."""
-        return st.surprise - self.cfg.free_energy_tau * st.entropy
-
     def full_cost(self, k: int) -> float:
         """Cost units of one tick of level ``k`` with every block active and open."""
         n_k = self.cfg.blocks(k)
@@ -240,9 +236,9 @@ class Hierarchy:
         full = self.account(state, k, n)
         st = state.levels[k]
         return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
-                          entropy=st.entropy, free_energy=self.free_energy(st),
-                          active=st.active if st.closed_active is None else st.closed_active,
-                          cost=st.cost, full_cost=full, escalated=st.escalated)
+                          entropy=st.entropy, active=st.active if st.closed_active is None else st.closed_active,
+                          cost=st.cost, full_cost=full, escalated=st.escalated,
+                          free_energy_tau=self.cfg.free_energy_tau)
 
     def account(self, state: SimState, k: int, n: int) -> float:
         """Add level ``k``'s tick at ``n`` to the run's totals; returns its full cost.

@@ -1,50 +1,68 @@
-"""Applies a recorder's write operations to a Zarr v3 store, here or in a writer process.
+"""Writes a recorder's operations straight into a Zarr v3 store: metadata documents and chunk files.
 
 ``ZarrRecorder`` (``store.py``) decides *what* goes to disk and in which order
-(chunks, then checkpoint, then the commit); this module only carries it out.
-An operation is a plain tuple:
+(chunks, then checkpoint, then the commit); this module lays the bytes out as
+the Zarr v3 specification says.  An operation is a plain tuple:
 
     ("open", path, mode)                          open the root group ("w" creates it)
     ("group", name, attrs)                        create a group
     ("array", name, spec, data | None)            create an array (spec: shape, chunks, dtype,
                                                   dims, zstd level or None, attrs), maybe filled
-    ("append", [(name, start, data), ...])        grow each array to start + len(data), write
-                                                  the rows (the arrays concurrently)
+    ("append", [(name, start, data), ...])        grow each array to start + len(data), write the rows
+                                                  (or a callable returning that list, run here)
     ("put", name, data)                           make a 1-d array exactly ``data``
     ("resize", name, shape)
     ("attrs", name, attrs)                        update attributes ("" is the root)
 
-Why a process: zarr-python spends ~1 ms of interpreter time per array write,
-most of it holding the GIL, so a writer *thread* slows the simulation as much
-as writing inline does.  A writer process on another core takes that time off
-the run; the simulation only pickles finished columns into a pipe.  The
-process dies with its parent (``PR_SET_PDEATHSIG``), so a killed run is a
-killed writer, as if it had written inline, and a resume never races a
-straggler.  After a failed write the process applies nothing more (a later
-commit would claim rows that are not on disk) and reports the error.
+Why not zarr-python: it spends ~1 ms of interpreter time per array written,
+so the ~60 arrays of a run cost a flush ~60 ms however little they hold, and
+more than the whole simulation of a short run.  Here a chunk is one encode
+(numcodecs' zstd, the codec zarr-python itself uses) and one file.  Arrays
+are chunked along their first (time) axis only, and every chunk is written
+whole (padded with the fill value), so the store is exactly what zarr-python
+would have written; reading stays with zarr-python and xarray (``runs.py``),
+and ``tests/test_zarrwriter.py`` holds the two to each other.
 
-This module imports only the standard library, numpy and zarr: the writer
-process loads it by file path and never imports torch.
+Operations are carried out by one thread, in the order they came: the caller
+only queues them.
+
+Crash safety without a file per write: making a file costs 0.05-0.4 ms of
+kernel time here (more than encoding its chunk), so files are made only for
+new chunks.  A new chunk holds only rows past the array's recorded shape,
+which no reader looks at until the shape says so, so it is written straight
+to its name.  A chunk that already holds rows (the partly filled last chunk
+of an append) is written under a temporary name and renamed over the old one,
+so a kill leaves it old or new, never torn.  Metadata documents are padded
+with spaces to one page (JSON allows trailing whitespace) and rewritten in
+place by one ``pwrite`` at offset 0: a write within one page is never cut by
+a signal, so a killed run leaves each document old or new, and an update
+costs ~10 us instead of a new file.  (A document that outgrows a page is
+replaced through a temporary file instead.)  After a failed operation the
+writer applies nothing more (a later commit would claim rows that are not on
+disk) and raises that failure from the next call.
+
+This module imports only the standard library, numpy and numcodecs.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
+import math
 import os
-import pickle
 import queue
-import select
 import shutil
-import signal
-import struct
-import subprocess
-import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
-_HEADER = struct.Struct("<Q")
+METADATA = "zarr.json"
+#: Metadata documents up to this size are padded to it and updated in place.
+PAGE = 4096
+#: Chunk keys ``c.3.0.0``: a chunk is one file beside its array's metadata, where
+#: "/" would make a folder per axis (a new folder costs as much as a new file).
+SEPARATOR = "."
 
 
 def fill_value(dtype) -> object:
@@ -55,231 +73,275 @@ def fill_value(dtype) -> object:
     return False if dtype.kind == "b" else 0
 
 
-class StoreWriter:
-    """Carries out operations on one store with zarr's asynchronous API."""
+def array_metadata(spec: dict) -> dict:
+    """The ``zarr.json`` document of an array laid out by ``spec`` (as zarr-python writes it)."""
+    dtype = np.dtype(spec["dtype"])
+    fill = fill_value(dtype)
+    codecs = [{"name": "bytes"} if dtype.itemsize == 1 else
+              {"name": "bytes", "configuration": {"endian": "little"}}]
+    if spec.get("zstd") is not None:
+        codecs.append({"name": "zstd", "configuration": {"level": spec["zstd"], "checksum": False}})
+    return {"shape": list(spec["shape"]), "data_type": dtype.name,
+            "chunk_grid": {"name": "regular",
+                           "configuration": {"chunk_shape": list(spec.get("chunks") or spec["shape"])}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": SEPARATOR}},
+            "fill_value": "NaN" if isinstance(fill, float) else fill, "codecs": codecs,
+            "attributes": spec.get("attrs") or {}, "dimension_names": list(spec["dims"]),
+            "zarr_format": 3, "node_type": "array", "storage_transformers": []}
 
-    def __init__(self):
-        self.root = None
-        self.nodes: dict = {}
-        self.seconds = 0.0          # time spent applying operations
 
-    async def apply(self, op: tuple) -> None:
-        """Carry out one operation (see the module docstring)."""
-        began = time.perf_counter()
+def write_file(path: Path, data: bytes, how: str) -> None:
+    """Write ``data`` to ``path``.
+
+    ``how``: "new" creates (or truncates) the file and writes it; "replace"
+    writes a temporary file and renames it over ``path``; "inplace" writes
+    ``data`` at offset 0 of the existing file in one call.
+    """
+    if how == "inplace":
+        fd = os.open(path, os.O_WRONLY)
         try:
-            await getattr(self, "_" + op[0])(*op[1:])
+            if os.pwrite(fd, data, 0) != len(data):
+                raise OSError(f"short write to {path}")
         finally:
-            self.seconds += time.perf_counter() - began
-
-    async def _node(self, name: str):
-        if name not in self.nodes:
-            self.nodes[name] = self.root if name == "" else await self.root.getitem(name)
-        return self.nodes[name]
-
-    async def _open(self, path: str, mode: str) -> None:
-        import zarr.api.asynchronous as za
-
-        if mode == "w" and os.path.isdir(path):          # the recorder checked it is a store
-            shutil.rmtree(path)
-        self.root = await za.open_group(store=path, mode=mode, zarr_format=3)
-        self.nodes = {"": self.root}
-
-    async def _group(self, name: str, attrs: dict) -> None:
-        parent, _, leaf = name.rpartition("/")
-        self.nodes[name] = await (await self._node(parent)).create_group(leaf, attributes=attrs)
-
-    async def _array(self, name: str, spec: dict, data) -> None:
-        import zarr.codecs
-
-        parent, _, leaf = name.rpartition("/")
-        level = spec.get("zstd")
-        arr = await (await self._node(parent)).create_array(
-            leaf, shape=spec["shape"], chunks=spec.get("chunks", spec["shape"]), dtype=spec["dtype"],
-            dimension_names=spec["dims"], fill_value=fill_value(spec["dtype"]),
-            compressors=None if level is None else zarr.codecs.ZstdCodec(level=level),
-            attributes=spec.get("attrs") or {},
-            # Our chunks are rarely all fill; checking each one for it costs more than writing it.
-            config={"write_empty_chunks": True})
-        self.nodes[name] = arr
-        if data is not None:
-            await arr.setitem(Ellipsis, data)
-
-    async def _append(self, items: list) -> None:
-        async def one(name, start, data):
-            arr = await self._node(name)
-            await arr.resize((start + len(data), *arr.shape[1:]))
-            await arr.setitem(slice(start, start + len(data)), data)
-        await asyncio.gather(*(one(*item) for item in items))
-
-    async def _put(self, name: str, data) -> None:
-        arr = await self._node(name)
-        await arr.resize((len(data),))
-        await arr.setitem(slice(0, len(data)), data)
-
-    async def _resize(self, name: str, shape: tuple) -> None:
-        await (await self._node(name)).resize(tuple(shape))
-
-    async def _attrs(self, name: str, attrs: dict) -> None:
-        await (await self._node(name)).update_attributes(attrs)
+            os.close(fd)
+    elif how == "replace":
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as f:
+            f.write(data)
+        os.replace(partial, path)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
 
 
-class InlineWriter:
-    """Applies each operation before returning, in this process.
+class _Array:
+    """An array's metadata and what the writer remembers of its last, partly filled chunk."""
 
-    Like the writer process, it applies nothing after a failed operation and
-    raises that failure again instead.
-    """
+    def __init__(self, path: Path, meta: dict):
+        self.path, self.meta = path, meta
+        self.chunks = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        if meta["shape"][1:] != list(self.chunks[1:]):
+            raise ValueError(f"{path}: only the first axis may be split into chunks")
+        self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+        self.fill = fill_value(self.dtype)
+        zstd = [c for c in meta["codecs"] if c["name"] == "zstd"]
+        if zstd:
+            import numcodecs
 
-    def __init__(self):
-        self.writer = StoreWriter()
-        self._error: Exception | None = None
+            self.codec = numcodecs.Zstd(level=zstd[0]["configuration"]["level"])
+        else:
+            self.codec = None
+        self.tail: tuple[int, np.ndarray] | None = None      # (chunk index, rows) last written part way
+        self.spare: int | None = None       # index of the empty chunk file made ahead, if any
 
-    def send(self, op: tuple) -> None:
-        """Apply ``op`` now."""
-        from zarr.core.sync import sync
+    @property
+    def rows(self) -> int:
+        return self.meta["shape"][0]
 
-        if self._error is not None:
-            raise self._error
+    def key(self, i: int) -> Path:
+        return self.path / SEPARATOR.join(["c", str(i), *("0",) * (len(self.chunks) - 1)])
+
+    def encode(self, block: np.ndarray) -> bytes:
+        raw = np.ascontiguousarray(block, dtype=self.dtype).tobytes()
+        return raw if self.codec is None else self.codec.encode(raw)
+
+    def decode(self, i: int) -> np.ndarray:
+        """Chunk ``i`` as stored (all fill where it was never written)."""
         try:
-            sync(self.writer.apply(op))
-        except Exception as err:
-            self._error = err
-            raise
-
-    def wait(self) -> float:
-        """Nothing is pending; the seconds spent writing (raises an earlier failure)."""
-        if self._error is not None:
-            raise self._error
-        return self.writer.seconds
-
-    finish = wait
+            raw = self.key(i).read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        if not raw:                                     # never written, or a spare
+            return np.full(self.chunks, self.fill, self.dtype)
+        if self.codec is not None:
+            raw = self.codec.decode(raw)
+        return np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks).copy()
 
 
-class BackgroundWriter:
-    """Sends operations to a writer process; errors come back as ``OSError``.
+class StoreWriter:
+    """Applies operations to one store in order, on its own thread (see the module docstring).
 
-    ``send`` only queues (a thread feeds the pipe, so a busy writer never
-    stalls the run) and raises the error of an earlier operation if the
-    process reported one.  ``finish`` waits until everything sent is on disk.
+    Attributes:
+        seconds: the caller's wall time in the writer (queueing, and waiting).
+        busy_seconds: the thread's time applying operations.
+        payload_bytes: bytes of array data appended (before encoding).
     """
 
     def __init__(self):
-        boot = ("import importlib.util as u, sys; s = u.spec_from_file_location('rtnclock_zarrwriter', "
-                "sys.argv[1]); m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); "
-                "m.serve()")
-        self.proc = subprocess.Popen([sys.executable, "-c", boot, __file__], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
-        self.pid = self.proc.pid
-        self._out: queue.SimpleQueue = queue.SimpleQueue()
-        self._feeder = threading.Thread(target=self._feed, daemon=True, name="rtnclock-writer-feed")
-        self._feeder.start()
-        self._error: OSError | None = None
+        self.root: Path | None = None
+        self.arrays: dict[str, _Array] = {}
+        self.groups: dict[str, dict] = {}          # name -> metadata document
+        self.seconds = self.busy_seconds = 0.0
+        self.payload_bytes = 0
+        self._error: Exception | None = None
+        self._docs: dict[Path, int] = {}           # metadata document -> its size on disk
+        self._ops: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve, daemon=True, name="rtnclock-store-writer").start()
 
     def send(self, op: tuple) -> None:
-        """Queue ``op``; raise the writer's error if it has reported one."""
-        self._poll()
-        self._out.put(_frame(op))
+        """Queue ``op``; raise the failure of an earlier one."""
+        self._raise()
+        self._ops.put(op)
 
     def wait(self) -> float:
-        """Wait until every queued operation is on disk; the seconds the process spent writing."""
-        self._poll()
-        self._out.put(_frame(("sync",)))
-        reply = _read_frame(self.proc.stdout)
-        if reply is None:
-            self._error = OSError(None, f"the writer process died (exit code {self.proc.wait()})")
-            raise self._error
-        self._check(reply)
-        return reply[1]
+        """Wait until every queued operation is applied; the caller's seconds in the writer."""
+        began = time.perf_counter()
+        self._ops.join()
+        self.seconds += time.perf_counter() - began
+        self._raise()
+        return self.seconds
 
     def finish(self) -> float:
-        """:meth:`wait`, then stop the process."""
+        """Remove unused spare chunk files, :meth:`wait`, then stop the thread."""
         try:
+            if self._error is None:
+                self._ops.put(("tidy",))
             return self.wait()
         finally:
-            self._out.put(None)
-            self._feeder.join()
-            self.proc.wait()
-            self.proc.stdout.close()
+            self._ops.put(None)
 
-    def _poll(self) -> None:
-        if self._error is None and select.select([self.proc.stdout], [], [], 0)[0]:
-            reply = _read_frame(self.proc.stdout)
-            if reply is None:
-                self._error = OSError(None, f"the writer process died (exit code {self.proc.wait()})")
-            else:
-                self._check(reply)
+    def _raise(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def _check(self, reply: tuple) -> None:
-        if reply[0] == "error":
-            self._error = OSError(reply[1], reply[2])
-            raise self._error
-
-    def _feed(self) -> None:
-        while (frame := self._out.get()) is not None:
+    def _serve(self) -> None:
+        """The writer thread: apply operations in order; after a failure, drop the rest."""
+        while (op := self._ops.get()) is not None:
+            began = time.perf_counter()
             try:
-                self.proc.stdin.write(frame)
-                self.proc.stdin.flush()
-            except (BrokenPipeError, ValueError):         # the process died: finish() reports it
-                break
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
+                if self._error is None:
+                    getattr(self, "_" + op[0])(*op[1:])
+            except Exception as err:
+                self._error = err
+            finally:
+                self.busy_seconds += time.perf_counter() - began
+                self._ops.task_done()
+        self._ops.task_done()
 
+    # ---- operations ---------------------------------------------------------
+    def _open(self, path: str, mode: str) -> None:
+        self.root = Path(path)
+        if mode == "w":
+            if self.root.is_dir():                       # the recorder checked it is a store
+                shutil.rmtree(self.root)
+            self._group("", {})
 
-def _frame(op) -> bytes:
-    payload = pickle.dumps(op, protocol=5)
-    return _HEADER.pack(len(payload)) + payload
+    def _group(self, name: str, attrs: dict) -> None:
+        meta = {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
+        self._write_json(self._path(name, make=True), meta)
+        self.groups[name] = meta
 
+    def _array(self, name: str, spec: dict, data) -> None:
+        meta = array_metadata(spec)
+        arr = _Array(self._path(name, make=True), meta)
+        self.arrays[name] = arr
+        if data is not None:
+            self._write_rows(arr, 0, np.asarray(data))
+        self._write_json(arr.path, meta)
+        if arr.rows == 0:
+            self._make_spare(arr, 0)
 
-def _read_frame(stream):
-    head = stream.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(head)
-    payload = stream.read(size)
-    return None if len(payload) < size else pickle.loads(payload)
+    def _append(self, items) -> None:
+        for name, start, data in (items() if callable(items) else items):
+            self.payload_bytes += data.nbytes
+            arr = self._node(name)
+            self._write_rows(arr, start, data)
+            self._set_rows(arr, start + len(data))
 
+    def _put(self, name: str, data) -> None:
+        arr = self._node(name)
+        self._write_rows(arr, 0, data)
+        self._set_rows(arr, len(data))
 
-def _die_with_parent() -> None:
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
+    def _resize(self, name: str, shape: tuple) -> None:
+        arr = self._node(name)
+        arr.tail = None
+        self._set_rows(arr, shape[0])
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:                  # the parent died before prctl took hold
-        os._exit(1)
+    def _attrs(self, name: str, attrs: dict) -> None:
+        node = self._node(name)
+        meta = node.meta if isinstance(node, _Array) else node
+        meta["attributes"].update(attrs)
+        self._write_json(self._path(name), meta)
 
+    # ---- files ----------------------------------------------------------------
+    def _path(self, name: str, make: bool = False) -> Path:
+        path = self.root / name if name else self.root
+        if make:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
 
-def serve() -> None:
-    """The writer process: apply framed operations from stdin, answer on stdout."""
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the run's to handle; it flushes then
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    def _node(self, name: str):
+        """An array or group (its metadata document) by name, read from the store on first use."""
+        if name in self.arrays:
+            return self.arrays[name]
+        if name in self.groups:
+            return self.groups[name]
+        path = self._path(name)
+        raw = (path / METADATA).read_bytes()
+        self._docs[path / METADATA] = len(raw)
+        meta = json.loads(raw)
+        if meta["node_type"] == "group":
+            self.groups[name] = meta
+            return meta
+        self.arrays[name] = _Array(path, meta)
+        return self.arrays[name]
 
-    def reply(msg) -> None:
-        stdout.write(_frame(msg))
-        stdout.flush()
+    def _write_json(self, path: Path, meta: dict) -> None:
+        """Write a metadata document (see the module docstring: in place when it can be)."""
+        target, doc = path / METADATA, json.dumps(meta).encode()
+        if len(doc) > PAGE:
+            write_file(target, doc, "replace")
+        else:
+            on_disk = self._docs.get(target)
+            write_file(target, doc.ljust(PAGE), "new" if on_disk is None else
+                       "inplace" if on_disk <= PAGE else "replace")
+        self._docs[target] = max(len(doc), PAGE)
 
-    async def loop() -> None:
-        writer, failed = StoreWriter(), None
-        while (op := _read_frame(stdin)) is not None:
-            if op[0] == "sync":
-                reply(failed or ("synced", writer.seconds))
-                continue
-            if failed:
-                continue
-            try:
-                await writer.apply(op)
-            except Exception as err:                          # reported to the run, which raises it
-                code = getattr(err, "errno", None)
-                why = getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
-                failed = ("error", code, why)
-                reply(failed)
-        # Everything sent was applied and answered: skip the interpreter's
-        # teardown (tens of ms the run would wait for in finish()).
-        os._exit(0)
-    asyncio.run(loop())
+    def _write_rows(self, arr: _Array, start: int, data: np.ndarray) -> None:
+        """Write rows ``start ..`` of ``arr``: whole chunks, a partial first one merged with what it held."""
+        n = arr.chunks[0]
+        stop = start + len(data)
+        for i in range(start // n, math.ceil(stop / n)):
+            lo, hi = i * n, (i + 1) * n
+            a, b = max(lo, start), min(hi, stop)
+            if a == lo and b == hi:
+                block = data[a - start:b - start]
+            else:
+                block = np.full(arr.chunks, arr.fill, arr.dtype)
+                if a > lo:
+                    held = arr.tail[1] if arr.tail and arr.tail[0] == i else arr.decode(i)
+                    block[:a - lo] = held[:a - lo]
+                block[a - lo:b - lo] = data[a - start:b - start]
+            # A chunk that held rows is replaced whole; a new one holds only rows past the shape.
+            write_file(arr.key(i), arr.encode(block), "replace" if a > lo else "new")
+            arr.tail = (i, block) if b < hi else None
+            if arr.spare == i:
+                arr.spare = None
+        if stop % n == 0:                  # the next append starts a new chunk
+            self._make_spare(arr, stop // n)
+
+    def _make_spare(self, arr: _Array, i: int) -> None:
+        """Make chunk ``i``'s file ahead, empty, while nobody waits: filling an
+        existing file costs a tenth of making one (it lies past the array's
+        shape until filled, so no reader opens it)."""
+        if arr.spare is None:
+            write_file(arr.key(i), b"", "new")
+            arr.spare = i
+
+    def _tidy(self) -> None:
+        """Remove the spare chunk files no append filled."""
+        for arr in self.arrays.values():
+            if arr.spare is not None and arr.spare * arr.chunks[0] >= arr.rows:
+                arr.key(arr.spare).unlink(missing_ok=True)
+                arr.spare = None
+
+    def _set_rows(self, arr: _Array, rows: int) -> None:
+        """Record the array's new length; chunks wholly past it are deleted (as zarr-python does)."""
+        old, arr.meta["shape"][0] = arr.rows, rows
+        self._write_json(arr.path, arr.meta)
+        n = arr.chunks[0]
+        for i in range(math.ceil(rows / n), math.ceil(old / n)):
+            arr.key(i).unlink(missing_ok=True)
+        if arr.spare is not None and arr.spare < math.ceil(old / n) and arr.spare * n >= rows:
+            arr.spare = None                       # removed with the chunks past the cut

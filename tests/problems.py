@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,17 +48,3 @@ def test_config(**overrides) -> Config:
 
 
 test_config.__test__ = False
-
-
-def assert_process_gone(pid: int, within: float = 5.0) -> None:
-    """Process ``pid`` has exited (or is a zombie nobody reaped) within ``within`` seconds."""
-    status = Path(f"/proc/{pid}/status")
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if "zombie" in status.read_text():
-                return
-        except FileNotFoundError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} is still running")

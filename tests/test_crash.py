@@ -13,7 +13,6 @@ import pytest
 from rtnclock import MemoryRecorder, ZarrRecorder, open_run, simulate
 from rtnclock.cli import main
 from rtnclock.scenarios import audio_stream
-from tests.problems import assert_process_gone
 
 DURATION = 6.0
 CHUNK_SECONDS = 0.25            # many flushes per run
@@ -26,26 +25,21 @@ from rtnclock.scenarios import audio_stream
 store.CHUNK_SECONDS = {chunk}
 path, kill_at_write = sys.argv[1], int(sys.argv[2])
 if kill_at_write:
-    # Die inside a flush: at the n-th array write of the run (written in this process).
-    import zarr
-    real, count = zarr.AsyncArray.setitem, [0]
-    async def setitem(self, selection, value, **kw):
+    # Die inside a flush: at the n-th file the store writer writes (counting from the run's start).
+    from rtnclock import zarrwriter
+    real, count = zarrwriter.write_file, [0]
+    def write_file(path, data, how):
         count[0] += 1
         if count[0] == kill_at_write:
             os.kill(os.getpid(), signal.SIGKILL)
-        return await real(self, selection, value, **kw)
-    zarr.AsyncArray.setitem = setitem
-
-class Recorder(ZarrRecorder):
-    def start(self, *args, **kwargs):
-        super().start(*args, **kwargs)
-        print("writer", getattr(self.writer, "pid", 0), flush=True)
+        return real(path, data, how)
+    zarrwriter.write_file = write_file
 
 cfg = audio_stream.default_config()
 stream = audio_stream.make_stream(cfg, duration={duration}, seed=0, batch=1)
 print("ready", flush=True)
-simulate(cfg, stream, recorder=Recorder(path, overwrite=True, scenario="audio_stream", seed=0,
-                                        duration={duration}, batch=1, background=not kill_at_write))
+simulate(cfg, stream, recorder=ZarrRecorder(path, overwrite=True, scenario="audio_stream", seed=0,
+                                            duration={duration}, batch=1))
 print("done", flush=True)
 """.format(chunk=CHUNK_SECONDS, duration=DURATION)
 
@@ -86,11 +80,9 @@ def test_sigkill_at_any_moment_leaves_a_readable_prefix(tmp_path, reference, del
     path = tmp_path / "run.zarr"
     child = _child(path)
     assert child.stdout.readline().strip() == "ready"
-    writer = int(child.stdout.readline().split()[1])        # the writer process, started with the run
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=60)
-    assert_process_gone(writer)                                  # it dies with the run: nothing writes after
     if not (path / "zarr.json").exists():
         pytest.skip("killed before the store was created")
     stored = _check_prefix(path, reference)
@@ -98,7 +90,7 @@ def test_sigkill_at_any_moment_leaves_a_readable_prefix(tmp_path, reference, del
         assert not stored.finished or stored.levels[0].sizes["time"] == len(reference[0][0]["t"])
 
 
-@pytest.mark.parametrize("kill_at_write", [3, 40, 97, 155])
+@pytest.mark.parametrize("kill_at_write", [3, 40, 150, 400])
 def test_sigkill_inside_a_flush_keeps_the_last_commit(tmp_path, reference, kill_at_write):
     path = tmp_path / "run.zarr"
     child = _child(path, kill_at_write)
@@ -106,7 +98,7 @@ def test_sigkill_inside_a_flush_keeps_the_last_commit(tmp_path, reference, kill_
     assert child.returncode == -signal.SIGKILL, err
     stored = _check_prefix(path, reference)
     assert not stored.finished
-    if kill_at_write > 60:                                  # past the first flushes: data survived
+    if kill_at_write > 300:                         # past several flushes' commits: leaf data survived
         assert stored.levels[0].sizes["time"] > 0
 
 
@@ -133,7 +125,7 @@ def _assert_same_store(a, b):
         np.testing.assert_array_equal(a.sensory[name].values, b.sensory[name].values, err_msg=f"sensory {name}")
 
 
-@pytest.mark.parametrize("kill_at_write", [3, 97, 230])
+@pytest.mark.parametrize("kill_at_write", [3, 97, 240])
 def test_resume_after_a_kill_equals_the_uninterrupted_store(tmp_path, uninterrupted, kill_at_write):
     """Killed inside a flush (or while the store was laid out), then resumed: bit for bit the same store."""
     path = tmp_path / "run.zarr"

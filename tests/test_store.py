@@ -12,7 +12,8 @@ from rtnclock import (ConfigError, MemoryRecorder, Monitor, StoreError, ZarrReco
                       simulate)
 from rtnclock import monitor as monitor_mod
 from rtnclock import store as store_mod
-from tests.problems import assert_process_gone, pulse_stream, test_config
+from rtnclock import zarrwriter
+from tests.problems import pulse_stream, test_config
 
 
 def _cfg(**kw):
@@ -136,21 +137,19 @@ def test_read_only_directory_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_full_disk_keeps_what_was_committed(tmp_path, monkeypatch):
     """A write that fails with ENOSPC stops the run with a clear error; earlier flushes stay readable."""
-    import zarr.storage._local as local
-
     monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.05)
-    real_put, calls = local._put, {"n": 0}
+    real_write, calls = zarrwriter.write_file, {"n": 0}
 
-    def put(path, value, exclusive=False):
-        if "level_0" in str(path) and "/c/" in str(path).replace(os.sep, "/"):
+    def write(path, data, how):
+        if "level_0" in str(path) and path.name.startswith("c.") and data:     # a chunk with rows
             calls["n"] += 1
             if calls["n"] > 20:                       # the first chunk flushes fit, then the disk is full
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return real_put(path, value, exclusive)
+        return real_write(path, data, how)
 
-    monkeypatch.setattr(local, "_put", put)
+    monkeypatch.setattr(zarrwriter, "write_file", write)
     with pytest.raises(StoreError, match="disk full"):
-        _run(tmp_path, duration=0.64, background=False)        # the patch lives in this process
+        _run(tmp_path, duration=0.64)
     stored = open_run(tmp_path / "run.zarr")
     assert not stored.finished
     leaves = stored.levels[0]
@@ -158,39 +157,39 @@ def test_full_disk_keeps_what_was_committed(tmp_path, monkeypatch):
     assert np.isfinite(leaves["state"].values).all()          # committed rows are whole
 
 
-def test_writer_process_failure_is_a_clear_error(tmp_path, monkeypatch):
-    """The writer process's failed write stops the run with the path and the reason; the
-    process is gone, and what was committed before stays readable."""
+def test_failed_write_is_a_clear_error_and_nothing_is_written_after(tmp_path, monkeypatch):
+    """A failed chunk write stops the run with the path and the reason; the
+    writer applies nothing after it, and what was committed before stays readable."""
     monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.05)
     seen = {}
 
     class Sabotaged(ZarrRecorder):
         def _flush(self, buffers, **kw):
-            if len(seen) == 0 and self.buffers[0].rows > 0:      # after the first leaf chunk is on disk
-                self.writer.wait()
-                seen["pid"] = self.writer.pid
-                chunks = self.path / "level_0" / "state" / "c" / "1"
-                chunks.mkdir(parents=True, exist_ok=True)
-                os.rmdir(chunks)
-                chunks.write_bytes(b"")                       # the next chunk's directory is a file
+            if not seen and self.buffers[0].rows > 0:      # after the first leaf chunk ...
+                self.writer.wait()                           # ... is on disk
+                chunk = self.path / "level_0" / "state" / "c.1.0.0.0"
+                chunk.unlink(missing_ok=True)                 # the spare made ahead
+                chunk.mkdir()                                 # the next chunk's file is a folder
+                seen["root"] = (self.path / "zarr.json").read_bytes()
             return super()._flush(buffers, **kw)
 
     cfg = _cfg()
     stream = pulse_stream(cfg, 0.64, start=0.05, stop=0.1, height=2.0)
     with pytest.raises(StoreError, match="cannot write store .*run.zarr"):
         simulate(cfg, stream, recorder=Sabotaged(tmp_path / "run.zarr"))
-    assert_process_gone(seen["pid"])
+    # The failed flush never committed, and neither did the failed run's close.
+    assert (tmp_path / "run.zarr" / "zarr.json").read_bytes() == seen["root"]
     stored = open_run(tmp_path / "run.zarr")
     assert not stored.finished and stored.levels[0].sizes["time"] > 0
     assert np.isfinite(stored.levels[0]["state"].values).all()
 
 
 def test_store_with_a_killed_writes_temporary_files_opens(tmp_path):
-    """zarr writes a file as ``zarr.<uuid>.partial``, then renames it: a kill between leaves the partial."""
+    """Files are written under a temporary name, then renamed: a kill between leaves the partial."""
     _, _, mem, _, _ = _run(tmp_path)
     path = tmp_path / "run.zarr"
     for where in (path, path / "level_0", path / "level_0" / "state"):
-        (where / "zarr.0123456789abcdef0123456789abcdef.partial").write_bytes(b'{"zarr_for')
+        (where / "zarr.json.partial").write_bytes(b'{"zarr_for')
     stored = open_run(path)
     np.testing.assert_array_equal(stored.levels[0]["state"].values, mem.trajectory(0)["state"].numpy())
 
