@@ -16,9 +16,10 @@ from .runs import StoredRun, info, open_run
 from .monitor import Monitor
 from .store import StoreError, ZarrRecorder
 from .stream import Stream
+from .train import RTN, RTNOutput, cost_penalty, gate_penalty
 
 __all__ = [
     "BlockLevel", "Config", "ConfigError", "Event", "EventLog", "MemoryRecorder", "Monitor", "NullRecorder",
-    "RTNModel", "RtnclockError", "Run", "SolverError", "StoreError", "StoredRun", "Stream", "StreamError",
-    "TickRecord", "ZarrRecorder", "info", "open_run", "simulate",
+    "RTN", "RTNModel", "RTNOutput", "RtnclockError", "Run", "SolverError", "StoreError", "StoredRun", "Stream", "StreamError",
+    "TickRecord", "ZarrRecorder", "cost_penalty", "gate_penalty", "info", "open_run", "simulate",
 ]

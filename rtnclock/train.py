@@ -1,0 +1,140 @@
+"""rtnclock as a training backend: :class:`RTN`, its losses, and a training loop.
+
+``RTN`` runs the multi-clock simulation over a batch of streams with the
+autograd graph on (``simulate(..., grad=True)``) and reads a linear readout
+from each level's state, averaged over its ticks and at the end.  Gates are a
+mixture (DESIGN §1): the decision ``g > theta`` is hard, so the run stays
+sparse, and where a gate is open its value ``g`` weighs the fine path, so the
+gradient reaches ``a, beta, b_g`` through the output and through the penalties.
+
+Penalties (seed 000 §4, seed 001 §3.4), both differentiable:
+- :func:`gate_penalty`: ``sum_l w_l mean|g_l|``, ``w_l`` growing with the level;
+- :func:`cost_penalty`: ``lambda * soft_cost``, the gate-weighted cost of the
+  fine paths as a share of full execution (see :class:`RTNOutput`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import Config
+from .model import DTYPES, RTNModel
+from .recorder import NullRecorder
+from .simulate import Run, simulate
+from .stream import Stream
+
+
+@dataclass
+class RTNOutput:
+    """What one forward pass gives.
+
+    Attributes:
+        readout: ``[B, out_dim]``.
+        gate_mean: per level, each stream's gate value averaged over its blocks
+            and ticks, ``[K+1, B]`` (differentiable; dormant blocks count as 0).
+        soft_cost: per stream, ``sum_k unit_k * sum g_k`` over the run as a share
+            of the full cost, ``[B]`` (differentiable).  ``unit_k`` is what an
+            open gate of level ``k`` switches on for one of its ticks: for the
+            leaves their attention, above them the ``b`` children's block-ticks.
+        sparsity: ``1 - cost / full`` of the run (hard gates, as executed).
+        gate_open: per level, the fraction of block-ticks with the gate open.
+        run: the simulation (events, totals, solver counters).
+    """
+
+    readout: torch.Tensor
+    gate_mean: torch.Tensor
+    soft_cost: torch.Tensor
+    sparsity: float
+    gate_open: list[float]
+    run: Run
+
+
+class _Collect(NullRecorder):
+    """Sums each level's state over its ticks, and its gates over the windows they open (with their graph).
+
+    The gate set at a tick rules the window after it, so the run's last tick's
+    gates (a window never run) are left out.
+    """
+
+    def __init__(self, end_n: int):
+        self.end_n = end_n
+        self.h, self.g, self.n, self.n_g = {}, {}, {}, {}
+
+    def record(self, tick) -> None:
+        k = tick.level
+        self.h[k] = tick.state + self.h[k] if k in self.h else tick.state
+        self.n[k] = self.n.get(k, 0) + 1
+        if tick.n < self.end_n:
+            self.g[k] = tick.gate + self.g[k] if k in self.g else tick.gate
+            self.n_g[k] = self.n_g.get(k, 0) + 1
+
+
+class RTN(nn.Module):
+    """A trainable RTN: the multi-clock simulation of ``config`` plus a linear readout.
+
+    Args:
+        config: the hierarchy (its ``input_dim``, ``b**K`` leaves and base period
+            fix the frames it takes).
+        out_dim: readout size (classes, for a classifier).
+        mode: the scheduler (``multiclock``; ``lockstep`` for a reference).
+
+    The readout sees, per level, every block's state averaged over the level's
+    ticks and its state at the end (``2 * sum_k n_k d_k`` features).
+    """
+
+    def __init__(self, config: Config, out_dim: int, *, mode: str = "multiclock"):
+        super().__init__()
+        self.config, self.mode, self.out_dim = config, mode, out_dim
+        self.model = RTNModel(config)
+        dims = config.resolved("dims")
+        n_feat = 2 * sum(config.blocks(k) * dims[k] for k in range(config.n_levels))
+        gen = torch.Generator().manual_seed(config.seed + 1)
+        dtype = DTYPES[config.dtype]
+        self.readout = nn.Linear(n_feat, out_dim, dtype=dtype)
+        with torch.no_grad():
+            self.readout.weight.copy_(torch.randn(out_dim, n_feat, generator=gen, dtype=dtype) / n_feat**0.5)
+            self.readout.bias.zero_()
+
+    def forward(self, frames) -> RTNOutput:
+        """Run on ``frames`` ``[B, F, n_leaves, input_dim]`` (one frame per base period) or a :class:`Stream`."""
+        stream = frames if isinstance(frames, Stream) else Stream(frames, self.config.base_period)
+        collect = _Collect(int(math.floor(stream.duration / self.config.base_period + 1e-9)))
+        run = simulate(self.config, stream, model=self.model, recorder=collect, mode=self.mode,
+                       grad=torch.is_grad_enabled())
+        B = stream.batch
+        feats, gates = [], []
+        for k, h_end in enumerate(run.final_states()):
+            feats += [(collect.h[k] / collect.n[k]).reshape(B, -1), h_end.reshape(B, -1)]
+            gates.append((collect.g[k] / collect.n_g[k]).mean(-1))
+        gate_mean = torch.stack(gates)
+        # Gate sums over the run, weighed by what each gate switches on.
+        cfg, model = self.config, self.model
+        periods = cfg.resolved("periods")
+        soft = model.attention_cost(cfg.blocks(0)) * collect.g[0].sum(-1)
+        for k in range(1, cfg.n_levels):
+            unit = cfg.branching * model.block_cost(k - 1) * periods[k] / periods[k - 1]
+            soft = soft + unit * collect.g[k].sum(-1)
+        _, full = run.cost()
+        summary = run.summary()
+        return RTNOutput(readout=self.readout(torch.cat(feats, -1)), gate_mean=gate_mean,
+                         soft_cost=soft * (B / full) if full else soft * 0, sparsity=run.sparsity,
+                         gate_open=[row["gate_open"] for row in summary], run=run)
+
+
+def gate_penalty(out: RTNOutput, weights=None) -> torch.Tensor:
+    """``sum_l w_l mean|g_l|`` (mean over streams); ``w_l`` defaults to ``2**l`` (higher levels pay more)."""
+    n = out.gate_mean.shape[0]
+    w = torch.as_tensor([2.0**l for l in range(n)] if weights is None else weights,
+                        dtype=out.gate_mean.dtype, device=out.gate_mean.device)
+    if w.shape != (n,):
+        raise ValueError(f"gate penalty weights: need {n} (one per level), got {tuple(w.shape)}")
+    return (w * out.gate_mean.abs().mean(-1)).sum()
+
+
+def cost_penalty(out: RTNOutput, lam: float) -> torch.Tensor:
+    """``lam * soft_cost`` averaged over streams."""
+    return lam * out.soft_cost.mean()

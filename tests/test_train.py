@@ -1,0 +1,101 @@
+"""RTN as a training module: exact gradients, penalties by hand count, batches, and a loss that falls."""
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from rtnclock.train import RTN, cost_penalty, gate_penalty
+from tests.problems import test_config
+
+
+def _cfg(**kw):
+    # Biases that leave some gates of each lower level shut and some open.
+    base = dict(K=2, branching=2, ratio=2.0, gate_bias=(-3.0, -1.0, 2.0), method="rk4", memory_size=2)
+    base.update(kw)
+    return test_config(**base)
+
+
+def _frames(cfg, batch, n_frames, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, n_frames, cfg.blocks(0), cfg.input_dim, generator=g, dtype=torch.float64)
+
+
+def test_gradients_match_finite_differences():
+    """float64 gradcheck of readout and both penalties against a few parameter tensors."""
+    cfg = _cfg()
+    rtn = RTN(cfg, 3)
+    x = _frames(cfg, 2, 12)
+    names = ["model.gates.1.bias", "model.gates.0.a", "model.levels.0.W_u", "model.priors.0.P", "readout.bias"]
+    base = dict(rtn.named_parameters())
+
+    def f(*tensors):
+        out = functional_call(rtn, {n: t for n, t in zip(names, tensors)}, (x,), strict=False)
+        return torch.cat([out.readout.reshape(-1), gate_penalty(out).reshape(1), cost_penalty(out, 0.5).reshape(1)])
+
+    inputs = tuple(base[n].detach().clone().requires_grad_(True) for n in names)
+    out = rtn(x)
+    assert 0 < out.sparsity < 1                             # some gates closed: the decisions stay put
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_soft_cost_is_the_fine_path_share_of_full_cost_with_all_gates_open():
+    """Gates forced open: every fine path runs, so the gate-weighted cost is the full cost less the root's own."""
+    for ratio in (2.0, 4.0):
+        cfg = _cfg(gate_mode="open", ratio=ratio)
+        out = RTN(cfg, 2)(_frames(cfg, 2, 33))
+        full = [tot["full"] for tot in out.run.state.totals.values()]
+        expected = 1 - full[-1] / sum(full)
+        torch.testing.assert_close(out.soft_cost, torch.full((2,), expected, dtype=torch.float64), rtol=1e-12, atol=0)
+        assert out.sparsity == pytest.approx(0.0)
+    closed = RTN(_cfg(gate_mode="closed"), 2)(_frames(cfg, 2, 33))
+    assert float(closed.soft_cost.abs().max()) == 0.0 and float(closed.gate_mean.abs().max()) == 0.0
+
+
+def test_gate_penalty_weights_levels():
+    cfg = _cfg()
+    with torch.no_grad():
+        out = RTN(cfg, 2)(_frames(cfg, 3, 16))
+    per_level = out.gate_mean.mean(-1)
+    assert float(gate_penalty(out)) == pytest.approx(float(per_level[0] + 2 * per_level[1] + 4 * per_level[2]))
+    assert float(gate_penalty(out, [1.0, 0.0, 0.0])) == pytest.approx(float(per_level[0]))
+    with pytest.raises(ValueError, match="one per level"):
+        gate_penalty(out, [1.0, 2.0])
+
+
+def test_a_batch_equals_single_streams():
+    cfg = _cfg()
+    rtn = RTN(cfg, 4)
+    x = _frames(cfg, 3, 16)
+    with torch.no_grad():
+        batch = rtn(x)
+        for b in range(3):
+            one = rtn(x[b:b + 1])
+            torch.testing.assert_close(one.readout[0], batch.readout[b], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(one.gate_mean[:, 0], batch.gate_mean[:, b], rtol=1e-10, atol=1e-12)
+
+
+def test_a_fixed_seed_training_run_lowers_the_loss():
+    """Two classes told apart by when a pulse arrives: Adam on a fixed seed lowers the loss, the same way twice."""
+    cfg = _cfg(dtype="float32", rtol=1e-4, atol=1e-6)
+    n = cfg.blocks(0)
+    x = torch.zeros(8, 24, n, cfg.input_dim)
+    y = torch.arange(8) % 2
+    for i in range(8):
+        start = 3 if y[i] == 0 else 14
+        x[i, start:start + 4] = 1.0 + 0.1 * i
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        rtn = RTN(cfg, 2)
+        opt = torch.optim.Adam(rtn.parameters(), lr=0.05)
+        run = []
+        for _ in range(12):
+            out = rtn(x)
+            loss = torch.nn.functional.cross_entropy(out.readout, y) + cost_penalty(out, 0.01)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.append(float(loss.detach()))
+        losses.append(run)
+    assert losses[0] == losses[1]                              # same seed, same run
+    assert losses[0][-1] < 0.5 * losses[0][0]
