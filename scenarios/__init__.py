@@ -20,11 +20,12 @@ from types import ModuleType
 
 import rtnclock
 
-from . import audio_stream, needle, visual_stream
+from . import audio_stream, needle, pixel_digits, visual_stream
 
 SCENARIOS: dict[str, ModuleType] = {
     "audio_stream": audio_stream,
     "needle": needle,
+    "pixel_digits": pixel_digits,
     "visual_stream": visual_stream,
 }
 #: What a scenario module must define.
