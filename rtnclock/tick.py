@@ -76,6 +76,9 @@ class Hierarchy:
     def __init__(self, model: RTNModel, stream: Stream, events: EventLog, stats: SolveStats):
         self.model, self.cfg, self.stream = model, model.config, stream
         self.progress = None        # called as progress(t, state) at every leaf tick
+        # Training's soft gates: every active block's fine path runs and a closed
+        # gate passes gradient straight through (see open_window, close_window).
+        self.soft_gates = False
         self.events, self.stats = events, stats
         self.K = self.cfg.K
         self.b = self.cfg.branching
@@ -139,14 +142,20 @@ class Hierarchy:
         x_bar = block_spin(self.stream.integral(self.t(st.last_n), self.t(n)), self.b**k) / L
         e = surprise(x_bar, self.model.gates[k].predict(h_bar, st.down))
         st.surprise = torch.where(act, e, 0.0)
-        g_eff = (st.gate * st.open).unsqueeze(-1)                           # [B, n_k, 1]
+        w = st.gate * st.open
+        if self.soft_gates:
+            # Straight-through: the value is the hard gate's (0 where closed), the
+            # gradient the soft gate's, through the fine path computed anyway.
+            w = w + (st.gate - st.gate.detach()) * ~st.open
+        g_eff = w.unsqueeze(-1)                                              # [B, n_k, 1]
         if k == 0:
             Y = (1 - g_eff) * H + g_eff * st.attn * L                        # [B, n_0, d_0]
         else:
             C = self.model.coarse(k).integral(H, L)                          # [B, n_k, d_0]
             child = state.levels[k - 1]
-            kids = torch.where(st.open.unsqueeze(-1), block_spin(child.acc_y, self.b), C)
-            Y = C + g_eff * (kids - C)
+            spin = block_spin(child.acc_y, self.b)
+            kids = torch.where(st.open.unsqueeze(-1), spin, C)
+            Y = C + g_eff * ((spin if self.soft_gates else kids) - C)
             self.deliver(state, Message(COARSE_UP, k - 1, k, self.t(n), kids / L))
             child.acc_y = torch.zeros_like(child.acc_y)
         st.acc_y = st.acc_y + torch.where(act.unsqueeze(-1), Y, 0.0)
@@ -191,19 +200,20 @@ class Hierarchy:
         self.events.log_mask(n, "gate_close", k, st.open & ~new_open)
         st.gate, st.open = g, new_open
         st.entropy = torch.where(act, binary_entropy(g), 0.0)
+        fine = act if self.soft_gates else new_open          # whose fine path runs
         if k == 0:
             kv = self.model.leaf.keys_values(st.h)
-            a, h_att = self.model.leaf.attend(st.h, new_open, st.memory, cfg.temperature, kv)
+            a, h_att = self.model.leaf.attend(st.h, fine, st.memory, cfg.temperature, kv)
             st.attn = a
-            st.entropy = st.entropy + h_att
+            st.entropy = st.entropy + torch.where(new_open, h_att, 0.0)
             st.memory.write(*kv, act)
-            st.cost += float(new_open.sum()) * self.model.attention_cost(cfg.blocks(0))
+            st.cost += float(fine.sum()) * self.model.attention_cost(cfg.blocks(0))
             return
         child = state.levels[k - 1]
         t = self.t(n)
         self.deliver(state, Message(PRIOR_DOWN, k, k - 1, t, self.model.prior(k)(st.h)))
         self.deliver(state, Message(GATE_DEMAND, k, k - 1, t, to_children(g, self.b)))
-        kids_active = to_children(new_open, self.b)
+        kids_active = to_children(fine, self.b)
         woke = kids_active & ~child.active
         if bool(woke.any()):
             self.events.log_mask(n, "wake", k - 1, woke)

@@ -33,9 +33,28 @@ def test_gradients_match_finite_differences():
         return torch.cat([out.readout.reshape(-1), gate_penalty(out).reshape(1), cost_penalty(out, 0.5).reshape(1)])
 
     inputs = tuple(base[n].detach().clone().requires_grad_(True) for n in names)
+    rtn.eval()                                  # hard gates: the exact gradient of what runs
     out = rtn(x)
     assert 0 < out.sparsity < 1                             # some gates closed: the decisions stay put
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_soft_gates_reach_closed_gates_and_keep_the_hard_output():
+    """Training's straight-through gates: a level whose gates are shut throughout gets a gradient
+    (hard gates give none), while the output weight keeps its hard value (0)."""
+    cfg = _cfg(gate_bias=(-6.0, 2.0, 2.0), gate_a=(0.0, 8.0, 8.0))     # the leaves' gates never open
+    x = _frames(cfg, 2, 16)
+    grads, outs = {}, {}
+    for train in (False, True):
+        rtn = RTN(cfg, 3).train(train)
+        out = rtn(x)
+        assert max(out.gate_open[0], 0.0) == 0.0
+        loss = out.readout.square().sum()
+        loss.backward()
+        grads[train] = float(rtn.model.gates[0].bias.grad.abs())
+        outs[train] = out
+    assert grads[False] == 0.0 and grads[True] > 1e-8
+    assert outs[True].sparsity < outs[False].sparsity          # training computes every fine path
 
 
 def test_soft_cost_is_the_fine_path_share_of_full_cost_with_all_gates_open():
