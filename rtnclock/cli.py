@@ -1,4 +1,4 @@
-"""Command line: ``rtnclock run SCENARIO``, ``rtnclock info RUN`` and ``rtnclock scenarios``.
+"""Command line: ``rtnclock run SCENARIO``, ``info RUN``, ``plot RUN``, ``train``, ``eval`` and ``scenarios``.
 
 ``run`` builds the scenario's default config (changed by ``--config FILE``,
 then ``--set key=value``), streams its input chunk by chunk into the
@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "plot":
             return _plot(args)
+        if args.command in ("train", "eval"):
+            from . import trainer
+            torch.set_num_threads(args.threads)
+            return trainer.train_command(args) if args.command == "train" else trainer.eval_command(args)
         if args.threads < 1:
             raise ConfigError("--threads", args.threads, "an integer >= 1")
         torch.set_num_threads(args.threads)
@@ -89,6 +93,36 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--end", type=float, default=None, metavar="S", help="last second to draw")
     plot.add_argument("--format", default="png", choices=("png", "svg", "pdf"), help="image format (default png)")
     plot.add_argument("--stream", type=int, default=0, metavar="B", help="which stream of a batch (default 0)")
+    train = sub.add_parser("train", help="train an RTN on a scenario's data",
+                           description="Train an RTN (the multi-clock simulation plus a readout) on a "
+                                       "scenario's training data; print and keep per-epoch metrics and "
+                                       "a checkpoint in the run directory.")
+    train.add_argument("scenario", metavar="SCENARIO", nargs="?", default=None,
+                       help="a scenario with training data (pixel_digits); not with --resume")
+    train.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs (default 5)")
+    train.add_argument("--batch-size", type=int, default=64, metavar="N", help="streams per step (default 64)")
+    train.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    train.add_argument("--penalty", choices=("cost", "gate", "none"), default="cost",
+                       help="cost: lam x the gate-weighted compute cost (default); gate: lam x sum_l 2^l "
+                            "mean gate; none")
+    train.add_argument("--lam", type=float, default=0.01, help="the penalty's weight (default 0.01)")
+    train.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="use at most N training and N test examples")
+    train.add_argument("--seed", type=int, default=0, metavar="N", help="weights and shuffling (default 0)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="changes",
+                       help="change a config field (repeatable)")
+    train.add_argument("--out", metavar="DIR", default="runs/train", help="run directory (default runs/train)")
+    train.add_argument("--resume", action="store_true", help="continue the training in --out (--epochs may raise "
+                                                            "its epoch count)")
+    train.add_argument("--overwrite", action="store_true", help="replace a training run already in --out")
+    train.add_argument("--threads", type=int, default=1, metavar="N", help="torch intra-op threads (default 1)")
+    ev = sub.add_parser("eval", help="evaluate a trained checkpoint",
+                        description="Accuracy, sparsity and gate-open fraction per level of a checkpoint "
+                                    "written by `rtnclock train`, on its scenario's test split.")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt or its run directory")
+    ev.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
+    ev.add_argument("--limit", type=int, default=None, metavar="N", help="at most N examples")
+    ev.add_argument("--threads", type=int, default=1, metavar="N", help="torch intra-op threads (default 1)")
     run = sub.add_parser("run", help="simulate a scenario and print a summary",
                          description="Simulate a scenario and print a per-level summary.")
     run.add_argument("scenario", metavar="SCENARIO",

@@ -1,0 +1,74 @@
+"""`rtnclock train` / `rtnclock eval`: metrics, checkpoints, resume equal to an uninterrupted run, clear errors."""
+
+import json
+
+import pytest
+import torch
+
+from rtnclock.cli import main
+from rtnclock.trainer import TrainOptions, load
+
+# sklearn's 8x8 digits (input_dim 2 makes pixel_digits pick them): 8 frames an image.
+SMALL = ["pixel_digits", "--set", "input_dim=2", "--limit", "48", "--batch-size", "16", "--lr", "0.01"]
+
+
+def _metrics(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_metrics_and_a_checkpoint_that_eval_reads(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "epoch 2:" in text and "| epoch | train loss | test acc | sparsity | gate open L0" in text
+    rows = _metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(0 <= r["test_accuracy"] <= 1 and 0 <= r["sparsity"] <= 1 and len(r["gate_open"]) == 3
+               for r in rows)
+    rtn, ckpt = load(out)
+    assert ckpt["epoch"] == 2 and ckpt["scenario"] == "pixel_digits" and rtn.config.input_dim == 2
+    assert main(["eval", str(out / "checkpoint.pt"), "--limit", "48"]) == 0
+    shown = capsys.readouterr().out
+    assert f"{100 * rows[-1]['test_accuracy']:.2f}%" in shown          # the same test examples, the same model
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(whole)]) == 0
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(parts)]) == 0
+    assert main(["train", "--resume", "--epochs", "2", "--out", str(parts)]) == 0
+    a, b = _metrics(whole), _metrics(parts)
+    for r in a + b:
+        r.pop("seconds")
+    assert a == b
+    sa, sb = load(whole)[0].state_dict(), load(parts)[0].state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--epochs", "0"], "--epochs"),
+    (["--lr", "-1"], "--lr"),
+    (["--lam", "nan"], "--lam"),
+    (["--limit", "0"], "--limit"),
+    (["--set", "nonsense=1"], "nonsense"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, argv, says):
+    assert main(["train", *SMALL, *argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rtnclock: error:") and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_refuses_a_scenario_without_data_and_an_existing_run(tmp_path, capsys):
+    assert main(["train", "audio_stream", "--out", str(tmp_path / "a")]) == 2
+    assert "training data" in capsys.readouterr().err
+    out = tmp_path / "b"
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 0
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 2
+    assert "--resume / --overwrite" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_options_check_names_the_field():
+    with pytest.raises(Exception, match="--penalty"):
+        TrainOptions(penalty="l2").check()
