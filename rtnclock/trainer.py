@@ -1,5 +1,10 @@
 """Training loop, metrics and checkpoints behind ``rtnclock train`` and ``rtnclock eval``.
 
+Data-parallel: launched by ``torchrun --nproc_per_node N -m rtnclock train ...``
+each process joins a gloo process group, takes every N-th example of each
+minibatch, and DDP averages the gradients; process 0 evaluates, logs and
+writes the run directory.
+
 A scenario can be trained on when it also defines ``N_CLASSES`` and
 ``dataset(config, split) -> (frames [N, F, leaves, channels], labels [N])``
 (``split``: "train" or "test").  A run directory holds ``metrics.jsonl`` (one
@@ -14,11 +19,14 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
 from .errors import ConfigError
@@ -115,6 +123,8 @@ def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=N
         One metrics dict per epoch (all epochs, resumed ones included).
     """
     options.check()
+    rank, size = ranks()
+    replica = replicate(rtn)
     opt = torch.optim.Adam(rtn.parameters(), lr=options.lr)
     history, first = [], 0
     if state is not None:
@@ -124,25 +134,83 @@ def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=N
     for epoch in range(first, options.epochs):
         began = time.perf_counter()
         rtn.train()
+        # Every process draws the same order and takes its share of each minibatch.
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(options.seed * 1000 + epoch))
-        total, seen = 0.0, 0
+        sums = torch.zeros(2, dtype=torch.float64)                  # loss x examples, examples
         for i in range(0, len(y), options.batch_size):
-            idx = order[i:i + options.batch_size]
-            out = rtn(x[idx])
-            loss = loss_of(out, y[idx], options)
+            idx = shard(order[i:i + options.batch_size], rank, size)
+            if len(idx) == 0:
+                continue
+            loss = step_loss(replica, x[idx], y[idx], options)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()                     # under DDP: gradients averaged over the processes
             opt.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        metrics = dict(epoch=epoch + 1, train_loss=total / seen, **{
-            f"test_{k}" if k in ("accuracy", "loss") else k: v
-            for k, v in evaluate(rtn, *test, options.batch_size).items()}, seconds=time.perf_counter() - began)
-        history.append(metrics)
-        log(metrics)
-        if out_dir is not None:
-            _save(Path(out_dir), rtn, opt, epoch + 1, options, history, scenario)
+            sums += torch.tensor([float(loss.detach()) * len(idx), len(idx)], dtype=torch.float64)
+        if size > 1:
+            dist.all_reduce(sums)
+        if rank == 0:
+            metrics = dict(epoch=epoch + 1, train_loss=float(sums[0] / sums[1]), **{
+                f"test_{k}" if k in ("accuracy", "loss") else k: v
+                for k, v in evaluate(rtn, *test, options.batch_size).items()},
+                seconds=time.perf_counter() - began)
+            history.append(metrics)
+            log(metrics)
+            if out_dir is not None:
+                _save(Path(out_dir), rtn, opt, epoch + 1, options, history, scenario)
+        if size > 1:
+            dist.barrier()                      # the others wait while process 0 evaluates and saves
     return history
+
+
+def ranks() -> tuple[int, int]:
+    """``(rank, world size)``; under ``torchrun`` (``WORLD_SIZE`` > 1) joins the gloo process group first."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class _Replica(nn.Module):
+    """What DDP wraps: the RTN's forward returning only tensors (DDP walks its output);
+    the whole :class:`~rtnclock.train.RTNOutput` is kept in ``out``."""
+
+    def __init__(self, rtn: RTN):
+        super().__init__()
+        self.rtn, self.out = rtn, None
+
+    def forward(self, frames):
+        self.out = self.rtn(frames)
+        return self.out.readout, self.out.gate_mean, self.out.soft_cost
+
+
+def replicate(rtn: RTN) -> nn.Module:
+    """``rtn`` ready for training steps: wrapped in DDP when several processes train it."""
+    replica = _Replica(rtn)
+    if ranks()[1] > 1:
+        # Some parameters sit out some steps (a level's leaves all dormant, a
+        # user module's branch), so DDP must look for them every step.
+        replica = DistributedDataParallel(replica, find_unused_parameters=True)
+    return replica
+
+
+def shard(idx: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+    """This process's share of a minibatch: every ``size``-th example from ``rank``.
+
+    The remainder of a minibatch that does not split evenly is dropped, so all
+    shards are equal and the averaged gradient is the whole minibatch's.
+    """
+    return idx[:len(idx) - len(idx) % size][rank::size] if size > 1 else idx
+
+
+def step_loss(replica: nn.Module, frames: torch.Tensor, labels: torch.Tensor, options: TrainOptions):
+    """Forward through ``replica`` (from :func:`replicate`) and the loss, ready for ``backward``."""
+    readout, gate_mean, soft_cost = replica(frames)
+    # The loss must be built from what DDP returned: its backward is what averages.
+    out = replace(getattr(replica, "module", replica).out, readout=readout, gate_mean=gate_mean,
+                  soft_cost=soft_cost)
+    return loss_of(out, labels, options)
 
 
 def _save(out_dir: Path, rtn: RTN, opt, epoch: int, options: TrainOptions, history: list, scenario) -> None:
@@ -216,7 +284,9 @@ def train_command(args) -> int:
         rtn = RTN(config, scenario.N_CLASSES)
     options.check()
     train, test = (_limited(scenario.dataset(config, split), options.limit) for split in ("train", "test"))
-    print(f"train {name}: {len(train[1])} training and {len(test[1])} test examples, {options.epochs} epochs "
+    rank = ranks()[0]
+    say = print if rank == 0 else (lambda *a, **k: None)            # one voice under torchrun
+    say(f"train {name}: {len(train[1])} training and {len(test[1])} test examples, {options.epochs} epochs "
           f"of batch {options.batch_size}, lr {options.lr:g}, penalty {options.penalty} (lam {options.lam:g}); "
           f"{sum(p.numel() for p in rtn.parameters())} parameters; run directory {out}")
 
@@ -226,7 +296,7 @@ def train_command(args) -> int:
               f"sparsity {100 * m['sparsity']:.2f}%, gate open {opened} ({m['seconds']:.1f} s)", flush=True)
 
     history = fit(rtn, train, test, options, out_dir=out, state=state, log=line, scenario=name)
-    print(table(history))
+    say(table(history))
     return 0
 
 
