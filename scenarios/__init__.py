@@ -20,10 +20,11 @@ from types import ModuleType
 
 import rtnclock
 
-from . import audio_stream, needle, pixel_digits, visual_stream
+from . import audio_stream, mqar, needle, pixel_digits, visual_stream
 
 SCENARIOS: dict[str, ModuleType] = {
     "audio_stream": audio_stream,
+    "mqar": mqar,
     "needle": needle,
     "pixel_digits": pixel_digits,
     "visual_stream": visual_stream,
