@@ -11,6 +11,7 @@ solver's error control weighs it like the state.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -63,7 +64,7 @@ class SolveStats:
 
 
 def solve(segments: list[Segment], fractions: list[float], config: Config,
-          stats: SolveStats | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+          stats: SolveStats | None = None, adjoint: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Integrate all segments jointly; outputs at normalised times ``fractions``.
 
     Args:
@@ -71,6 +72,9 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
         fractions: ascending normalised output times in ``(0, 1]``, ending at 1.
         config: solver method, tolerances and step size.
         stats: counters to update.
+        adjoint: when autograd is on, differentiate by torchdiffeq's adjoint
+            (a backward solve; memory does not grow with the steps taken)
+            instead of through the solver's steps.
 
     Returns:
         Per segment ``(h, H)``, each ``[len(fractions), R, d]``: the state and
@@ -85,19 +89,22 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
     y0 = torch.cat([torch.cat([s.h0.reshape(-1), torch.zeros_like(s.h0).reshape(-1)]) for s in segments])
     rhs_time = [0.0, 0]
 
-    def rhs(s_norm, y):
-        start = time.perf_counter()
-        s_val = float(s_norm)
-        out, o = [], 0
-        for seg, size, shape in zip(segments, sizes, shapes):
-            h = y[o:o + size].view(shape)
-            dh = seg.module.vector_field(seg.t0 + s_val * seg.span, h, seg.inputs)
-            out.append((dh * seg.span).reshape(-1))
-            out.append(h.reshape(-1))
-            o += 2 * size
-        rhs_time[0] += time.perf_counter() - start
-        rhs_time[1] += 1
-        return torch.cat(out)
+    def make_rhs(inputs: list):
+        """The joint vector field, the segments reading ``inputs``."""
+        def rhs(s_norm, y):
+            start = time.perf_counter()
+            s_val = float(s_norm.detach())          # the adjoint hands in a time that wants a gradient
+            out, o = [], 0
+            for seg, held, size, shape in zip(segments, inputs, sizes, shapes):
+                h = y[o:o + size].view(shape)
+                dh = seg.module.vector_field(seg.t0 + s_val * seg.span, h, held)
+                out.append((dh * seg.span).reshape(-1))
+                out.append(h.reshape(-1))
+                o += 2 * size
+            rhs_time[0] += time.perf_counter() - start
+            rhs_time[1] += 1
+            return torch.cat(out)
+        return rhs
 
     s_out = torch.tensor([0.0, *fractions], dtype=y0.dtype, device=y0.device)
     options = None
@@ -109,7 +116,10 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
         options = {"grid_constructor": _grid(step / segments[0].span)}
     start = time.perf_counter()
     try:
-        ys = odeint(rhs, y0, s_out, config, options)[1:]                 # [len(fractions), total]
+        if adjoint and torch.is_grad_enabled():
+            ys = _adjoint_solve(segments, make_rhs, y0, s_out, config, options)[1:]
+        else:
+            ys = odeint(make_rhs([seg.inputs for seg in segments]), y0, s_out, config, options)[1:]
     except (AssertionError, RuntimeError) as err:
         seg = segments[0]
         raise SolverError(f"solver {config.method!r} could not step: {err}", level=seg.level,
@@ -126,13 +136,83 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
     return results
 
 
+def _adjoint_solve(segments: list[Segment], make_rhs, y0, s_out, config: Config, options):
+    """``odeint_adjoint`` of one joint solve, cut off from the run's graph.
+
+    The adjoint's backward differentiates the vector field with respect to the
+    tensors it reads.  The held inputs are not leaves: through the messages they
+    depend on every earlier window, and on the same parameters, so asking
+    autograd for their gradient inside the adjoint would walk (and re-solve)
+    the whole run's history at every stage.  The solve therefore reads leaf
+    copies, and :class:`_Relay` hands their gradients, and the initial state's,
+    back to the run's graph.
+    """
+    held = []
+    for seg in segments:
+        _tensors(seg.inputs, held)
+    params = []
+    for seg in segments:
+        for p in seg.module.parameters():
+            if p.requires_grad and all(p is not q for q in params):
+                params.append(p)
+    return _Relay.apply(segments, make_rhs, s_out, config, options, len(held), y0, *held, *params)
+
+
+class _Relay(torch.autograd.Function):
+    """The solve on leaf copies of ``y0`` and the held inputs; backward returns their gradients."""
+
+    @staticmethod
+    def forward(ctx, segments, make_rhs, s_out, config, options, n_held, y0, *tensors):
+        held, params = tensors[:n_held], tensors[n_held:]
+        with torch.enable_grad():
+            y0_leaf = y0.detach().requires_grad_(y0.requires_grad)
+            copies = {id(t): t.detach().requires_grad_(t.requires_grad) for t in held}
+            rhs = make_rhs([_substitute(seg.inputs, copies) for seg in segments])
+            leaves = tuple(copies[id(t)] for t in held if t.requires_grad) + tuple(params)
+            ys = odeint(rhs, y0_leaf, s_out, config, options, adjoint_params=leaves)
+        ctx.inner = (ys, y0_leaf, [copies[id(t)] for t in held], params)
+        return ys.detach()
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        ys, y0_leaf, copies, params = ctx.inner
+        wanted = [t for t in (y0_leaf, *copies, *params) if t.requires_grad]
+        got = iter(torch.autograd.grad(ys, wanted, grad_ys, allow_unused=True))
+        grads = [next(got) if t.requires_grad else None for t in (y0_leaf, *copies, *params)]
+        ctx.inner = None
+        return (None,) * 6 + tuple(grads)
+
+
+def _tensors(obj, out: list, depth: int = 0) -> None:
+    """Append the tensors held in ``obj`` (a tensor or a small object of them) to ``out``, once each."""
+    if isinstance(obj, torch.Tensor):
+        if all(obj is not t for t in out):
+            out.append(obj)
+    elif depth < 3 and hasattr(obj, "__dict__") and not isinstance(obj, torch.nn.Module):
+        for value in vars(obj).values():
+            _tensors(value, out, depth + 1)
+
+
+def _substitute(obj, copies: dict, depth: int = 0):
+    """``obj`` with every tensor it holds replaced by ``copies[id(tensor)]`` (shallow copies of objects)."""
+    if isinstance(obj, torch.Tensor):
+        return copies.get(id(obj), obj)
+    if depth < 3 and hasattr(obj, "__dict__") and not isinstance(obj, torch.nn.Module):
+        new = copy.copy(obj)
+        for name, value in vars(obj).items():
+            setattr(new, name, _substitute(value, copies, depth + 1))
+        return new
+    return obj
+
+
 def _grid(h_norm: float):
-    """A fixed grid through every output time, steps no longer than ``h_norm``."""
+    """A fixed grid through every output time, steps no longer than ``h_norm``
+    (either way in time: the adjoint's backward solve uses it too)."""
 
     def construct(func, y0, t):
         pieces = [t[:1]]
         for a, b in zip(t[:-1], t[1:]):
-            m = max(1, int(torch.ceil((b - a) / h_norm - 1e-9)))
+            m = max(1, int(torch.ceil(abs(b - a) / h_norm - 1e-9)))
             pieces.append(torch.linspace(float(a), float(b), m + 1, dtype=t.dtype, device=t.device)[1:])
             pieces[-1][-1] = b
         return torch.cat(pieces)

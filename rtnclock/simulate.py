@@ -93,7 +93,7 @@ class Run:
 
 def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "multiclock",
              model: RTNModel | None = None, duration: float | None = None, grad: bool = False,
-             soft_gates: bool = False, progress=None) -> Run:
+             soft_gates: bool = False, adjoint: bool = False, progress=None) -> Run:
     """Run an RTN hierarchy on a stream.
 
     Args:
@@ -111,6 +111,8 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
         soft_gates: training's gates: every active block's fine path runs
             (no sparsity), a gate's output weight keeps the hard gate's value,
             and its gradient passes straight through to closed gates too.
+        adjoint: with ``grad``, differentiate each solve by torchdiffeq's
+            adjoint (a backward solve) instead of through its steps.
         progress: called as ``progress(t, state)`` after every leaf tick
             (``state.totals[k]`` holds level ``k``'s running ticks, cost and open gates).
 
@@ -145,7 +147,7 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
     events, stats = EventLog(dt0), SolveStats()
     hier = Hierarchy(model, stream, events, stats)
     hier.progress = progress
-    hier.soft_gates = soft_gates
+    hier.soft_gates, hier.adjoint = soft_gates, adjoint
     state = hier.initial_state(end_n)
     if getattr(recorder, "resuming", False):
         state = _resume(recorder, config, events, stream, mode, model, stats, state)

@@ -195,13 +195,18 @@ def torchdiffeq_method(method: str) -> str:
     return PREFIX + method if PREFIX + method in SOLVERS else method
 
 
-def odeint(func, y0: torch.Tensor, t: torch.Tensor, config: Config, options: dict | None = None):
+def odeint(func, y0: torch.Tensor, t: torch.Tensor, config: Config, options: dict | None = None,
+           adjoint_params: tuple | None = None):
     """``torchdiffeq.odeint`` with the config's method and tolerances.
 
     Adaptive Runge–Kutta methods run stage-major (same numbers, less
-    bookkeeping); ``options`` override the config's solver options.
+    bookkeeping); ``options`` override the config's solver options.  With
+    ``adjoint_params`` (the tensors ``func`` reads that want gradients) it is
+    ``torchdiffeq.odeint_adjoint``, its backward solve using the same method.
     """
     kwargs = dict(method=torchdiffeq_method(config.method), rtol=config.rtol, atol=config.atol,
                   options=options if options is not None else solver_options(config))
     with quiet_scipy():
+        if adjoint_params is not None:
+            return torchdiffeq.odeint_adjoint(func, y0, t, adjoint_params=adjoint_params, **kwargs)
         return torchdiffeq.odeint(func, y0, t, **kwargs)

@@ -79,6 +79,7 @@ class Hierarchy:
         # Training's soft gates: every active block's fine path runs and a closed
         # gate passes gradient straight through (see open_window, close_window).
         self.soft_gates = False
+        self.adjoint = False        # differentiate solves by torchdiffeq's adjoint
         self.events, self.stats = events, stats
         self.K = self.cfg.K
         self.b = self.cfg.branching
@@ -307,7 +308,7 @@ class Hierarchy:
         results = {}
         for group in _calls(segments):
             fracs = sorted({i / order[j][1] for j in group for i in range(1, order[j][1] + 1)})
-            solved = solve([segments[j] for j in group], fracs, self.cfg, self.stats)
+            solved = solve([segments[j] for j in group], fracs, self.cfg, self.stats, adjoint=self.adjoint)
             for j, (h, H) in zip(group, solved):
                 idx = [fracs.index(i / order[j][1]) for i in range(1, order[j][1] + 1)]
                 results[j] = (h[idx], H[idx])

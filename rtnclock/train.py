@@ -88,6 +88,7 @@ class RTN(nn.Module):
             fix the frames it takes).
         out_dim: readout size (classes, for a classifier).
         mode: the scheduler (``multiclock``; ``lockstep`` for a reference).
+        adjoint: gradients by torchdiffeq's adjoint instead of through the solver's steps.
 
     The readout sees the root's state averaged over its ticks and at the end,
     and the hierarchy's output ``y_K`` (the HyperBlock recursion, which mixes
@@ -97,9 +98,9 @@ class RTN(nn.Module):
     a closed gate keeps a stale state.
     """
 
-    def __init__(self, config: Config, out_dim: int, *, mode: str = "multiclock"):
+    def __init__(self, config: Config, out_dim: int, *, mode: str = "multiclock", adjoint: bool = False):
         super().__init__()
-        self.config, self.mode, self.out_dim = config, mode, out_dim
+        self.config, self.mode, self.out_dim, self.adjoint = config, mode, out_dim, adjoint
         self.model = RTNModel(config)
         n_K = config.blocks(config.K)
         n_feat = n_K * (2 * config.resolved("dims")[config.K] + config.resolved("dims")[0])
@@ -115,7 +116,7 @@ class RTN(nn.Module):
         stream = frames if isinstance(frames, Stream) else Stream(frames, self.config.base_period)
         collect = _Collect(int(math.floor(stream.duration / self.config.base_period + 1e-9)))
         run = simulate(self.config, stream, model=self.model, recorder=collect, mode=self.mode,
-                       grad=torch.is_grad_enabled(), soft_gates=self.training)
+                       grad=torch.is_grad_enabled(), soft_gates=self.training, adjoint=self.adjoint)
         B = stream.batch
         K = self.config.K
         y_mean = run.state.levels[K].acc_y / run.duration                     # the run's mean y_K
