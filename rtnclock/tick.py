@@ -43,6 +43,9 @@ class LevelState:
     surprise: torch.Tensor     # surprise of the last window       [B, n_k]
     entropy: torch.Tensor      # gate (+ attention) entropy        [B, n_k]
     closed_active: torch.Tensor | None = None  # `active` over the window last closed
+    # Awake as in evaluation (all ancestors' gates open); `active` is wider only
+    # with soft gates, which integrate every block under an active root.
+    awake: torch.Tensor | None = None
     last_n: int = 0
     next_n: int = 0            # next tick on the level's own grid
     pending: dict | None = None
@@ -103,6 +106,7 @@ class Hierarchy:
                 down=torch.zeros(B, n_k, d, **kw), demand=torch.zeros(B, n_k, **kw),
                 gate=torch.zeros(B, n_k, **kw), open=torch.zeros(B, n_k, dtype=torch.bool, device=p.device),
                 active=torch.full((B, n_k), k == self.K, dtype=torch.bool, device=p.device),
+                awake=torch.full((B, n_k), k == self.K, dtype=torch.bool, device=p.device),
                 acc_y=torch.zeros(B, n_k, d0, **kw), surprise=torch.zeros(B, n_k, **kw),
                 entropy=torch.zeros(B, n_k, **kw))
             if k == 0:
@@ -194,9 +198,10 @@ class Hierarchy:
             st.gate, st.open = torch.zeros_like(st.gate), torch.zeros_like(st.open)
             st.entropy, st.attn = torch.zeros_like(st.entropy), torch.zeros_like(st.attn)
             return
+        awake = act if st.awake is None else st.awake
         g = self.model.gates[k].gate(st.surprise, st.demand)
         g = torch.where(act, g, 0.0)
-        new_open = act & (g > self.theta)
+        new_open = awake & (g > self.theta)
         self.events.log_mask(n, "gate_open", k, new_open & ~st.open)
         self.events.log_mask(n, "gate_close", k, st.open & ~new_open)
         st.gate, st.open = g, new_open
@@ -207,15 +212,17 @@ class Hierarchy:
             a, h_att = self.model.leaf.attend(st.h, fine, st.memory, cfg.temperature, kv)
             st.attn = a
             st.entropy = st.entropy + torch.where(new_open, h_att, 0.0)
-            st.memory.write(*kv, act)
+            st.memory.write(*kv, awake)                     # what evaluation would remember
             st.cost += float(fine.sum()) * self.model.attention_cost(cfg.blocks(0))
             return
         child = state.levels[k - 1]
         t = self.t(n)
         self.deliver(state, Message(PRIOR_DOWN, k, k - 1, t, self.model.prior(k)(st.h)))
         self.deliver(state, Message(GATE_DEMAND, k, k - 1, t, to_children(g, self.b)))
-        kids_active = to_children(fine, self.b)
-        woke = kids_active & ~child.active
+        kids_awake, kids_active = to_children(new_open, self.b), to_children(fine, self.b)
+        # A child wakes from the prior-down, with soft gates too: what it did while
+        # asleep (integrated only for the gradient) is not what evaluation sees.
+        woke = kids_awake & ~(child.active if child.awake is None else child.awake)
         if bool(woke.any()):
             self.events.log_mask(n, "wake", k - 1, woke)
             child.h = torch.where(woke.unsqueeze(-1), child.down, child.h)
@@ -223,7 +230,7 @@ class Hierarchy:
         slept = child.active & ~kids_active
         if bool(slept.any()):
             child.gate = torch.where(slept, 0.0, child.gate)
-        child.active = kids_active
+        child.active, child.awake = kids_active, kids_awake
 
     @staticmethod
     def deliver(state: SimState, msg: Message) -> None:

@@ -172,6 +172,17 @@ def ranks() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def finish() -> None:
+    """Leave the process group, if joined, once every process got here.
+
+    Exiting with the group alive lets gloo's threads be torn down mid-use (an
+    occasional "terminate called without an active exception" abort).
+    """
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 class _Replica(nn.Module):
     """What DDP wraps: the RTN's forward returning only tensors (DDP walks its output);
     the whole :class:`~rtnclock.train.RTNOutput` is kept in ``out``."""
@@ -283,7 +294,7 @@ def train_command(args) -> int:
         torch.manual_seed(options.seed)
         rtn = RTN(config, scenario.N_CLASSES)
     options.check()
-    train, test = (_limited(scenario.dataset(config, split), options.limit) for split in ("train", "test"))
+    train, test = (limited(scenario.dataset(config, split), options.limit) for split in ("train", "test"))
     rank = ranks()[0]
     say = print if rank == 0 else (lambda *a, **k: None)            # one voice under torchrun
     say(f"train {name}: {len(train[1])} training and {len(test[1])} test examples, {options.epochs} epochs "
@@ -295,7 +306,10 @@ def train_command(args) -> int:
         print(f"epoch {m['epoch']}: train loss {m['train_loss']:.4f}, test acc {100 * m['test_accuracy']:.2f}%, "
               f"sparsity {100 * m['sparsity']:.2f}%, gate open {opened} ({m['seconds']:.1f} s)", flush=True)
 
-    history = fit(rtn, train, test, options, out_dir=out, state=state, log=line, scenario=name)
+    try:
+        history = fit(rtn, train, test, options, out_dir=out, state=state, log=line, scenario=name)
+    finally:
+        finish()
     say(table(history))
     return 0
 
@@ -306,7 +320,7 @@ def eval_command(args) -> int:
 
     rtn, ckpt = load(args.checkpoint)
     scenario = scenarios.get(ckpt["scenario"])
-    frames, labels = _limited(scenario.dataset(rtn.config, args.split), args.limit)
+    frames, labels = limited(scenario.dataset(rtn.config, args.split), args.limit)
     m = evaluate(rtn, frames, labels, ckpt["options"]["batch_size"])
     print(f"{ckpt['scenario']} after {ckpt['epoch']} epochs, {len(labels)} {args.split} examples")
     head = ["accuracy", "loss", "sparsity"] + [f"gate open L{k}" for k in range(len(m["gate_open"]))]
@@ -316,7 +330,7 @@ def eval_command(args) -> int:
     return 0
 
 
-def _limited(data: tuple, limit: int | None) -> tuple:
+def limited(data: tuple, limit: int | None) -> tuple:
     """At most ``limit`` examples, a fixed random subset (data sets may be sorted by class)."""
     if limit is None or limit >= len(data[1]):
         return data

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from rtnclock.train import RTN
-from rtnclock.trainer import TrainOptions, ranks, replicate, shard, step_loss
+from rtnclock.trainer import TrainOptions, finish, ranks, replicate, shard, step_loss
 from tests.problems import test_config
 
 
@@ -37,4 +37,4 @@ if __name__ == "__main__":
     grads = gradients(*setup(), rank, size)
     if rank == 0:
         torch.save(grads, sys.argv[1])
-    torch.distributed.destroy_process_group()
+    finish()
