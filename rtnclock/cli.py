@@ -83,8 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="draw a stored run's clock-coupling plots",
                           description="Draw a stored run's plots (headless) into a directory: clock raster "
                                       "over the input, level traces, cross-frequency coupling, gates, cost, "
-                                      "effective rank.")
-    plot.add_argument("run", metavar="RUN", help="a store written by `rtnclock run --out RUN`")
+                                      "effective rank; for a training run directory, its gate-open rate per "
+                                      "step and test metrics per epoch (training.png in it).")
+    plot.add_argument("run", metavar="RUN", help="a store written by `rtnclock run --out RUN`, or a training "
+                                                 "run directory (`rtnclock train --out DIR`)")
     plot.add_argument("--kind", default="all", choices=("all", "raster", "traces", "coupling", "gates", "cost",
                                                         "rank"), help="which plot (default all)")
     plot.add_argument("--out", metavar="DIR", default=None, help="directory for the images (default RUN_plots "
@@ -165,6 +167,14 @@ def _plot(args) -> int:
     from .runs import open_run
     from .viz import KINDS, PLOTS
 
+    if (Path(args.run) / "metrics.jsonl").is_file():          # a training run directory
+        from .viz.training import plot_training
+        out = Path(args.out) if args.out else Path(args.run)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"training.{args.format}"
+        plot_training(args.run).savefig(path, dpi=110)
+        print(path)
+        return 0
     run = open_run(args.run)
     if args.start is not None and args.end is not None and args.end <= args.start:
         raise ConfigError("--end", args.end, f"a time after --start {args.start:g}")

@@ -8,7 +8,8 @@ writes the run directory.
 A scenario can be trained on when it also defines ``N_CLASSES`` and
 ``dataset(config, split) -> (frames [N, F, leaves, channels], labels [N])``
 (``split``: "train" or "test").  A run directory holds ``metrics.jsonl`` (one
-line per epoch) and ``checkpoint.pt`` (model, optimizer, epoch, options, the
+line per epoch), ``steps.jsonl`` (loss and gate-open rate per level, one line
+per training step) and ``checkpoint.pt`` (model, optimizer, epoch, options, the
 resolved config, RNG state), rewritten after every epoch through a temporary
 file, so ``--resume`` continues from the last whole epoch.
 """
@@ -37,6 +38,7 @@ TRAINING = ("N_CLASSES", "dataset")
 PENALTIES = ("cost", "gate", "none")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+STEPS = "steps.jsonl"
 
 
 @dataclass
@@ -126,10 +128,11 @@ def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=N
     rank, size = ranks()
     replica = replicate(rtn)
     opt = torch.optim.Adam(rtn.parameters(), lr=options.lr)
-    history, first = [], 0
+    history, steps, first = [], [], 0
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         history, first = list(state["history"]), state["epoch"]
+        steps = list(state.get("steps", []))
     x, y = train
     for epoch in range(first, options.epochs):
         began = time.perf_counter()
@@ -145,6 +148,9 @@ def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=N
             opt.zero_grad()
             loss.backward()                     # under DDP: gradients averaged over the processes
             opt.step()
+            # The gate-open rate per step (seed 002's U-shape), this process's shard.
+            steps.append(dict(step=len(steps) + 1, epoch=epoch + 1, loss=float(loss.detach()),
+                              gate_open=getattr(replica, "module", replica).out.gate_open))
             sums += torch.tensor([float(loss.detach()) * len(idx), len(idx)], dtype=torch.float64)
         if size > 1:
             dist.all_reduce(sums)
@@ -156,7 +162,7 @@ def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=N
             history.append(metrics)
             log(metrics)
             if out_dir is not None:
-                _save(Path(out_dir), rtn, opt, epoch + 1, options, history, scenario)
+                _save(Path(out_dir), rtn, opt, epoch + 1, options, history, steps, scenario)
         if size > 1:
             dist.barrier()                      # the others wait while process 0 evaluates and saves
     return history
@@ -224,14 +230,16 @@ def step_loss(replica: nn.Module, frames: torch.Tensor, labels: torch.Tensor, op
     return loss_of(out, labels, options)
 
 
-def _save(out_dir: Path, rtn: RTN, opt, epoch: int, options: TrainOptions, history: list, scenario) -> None:
+def _save(out_dir: Path, rtn: RTN, opt, epoch: int, options: TrainOptions, history: list, steps: list,
+          scenario) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / METRICS, "w") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
+    for name, rows in ((METRICS, history), (STEPS, steps)):
+        with open(out_dir / name, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
     ckpt = dict(config=rtn.config.to_dict(), out_dim=rtn.out_dim, mode=rtn.mode, model=rtn.state_dict(),
                 optimizer=opt.state_dict(), epoch=epoch, options=asdict(options), history=history,
-                scenario=scenario)
+                steps=steps, scenario=scenario)
     partial = out_dir / (CHECKPOINT + ".partial")
     torch.save(ckpt, partial)
     os.replace(partial, out_dir / CHECKPOINT)          # a kill leaves the last whole epoch

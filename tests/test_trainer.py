@@ -12,6 +12,11 @@ from rtnclock.trainer import TrainOptions, load
 SMALL = ["pixel_digits", "--set", "input_dim=2", "--limit", "48", "--batch-size", "16", "--lr", "0.01"]
 
 
+def plt_image(path):
+    from matplotlib.image import imread
+    return imread(path)
+
+
 def _metrics(path):
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
@@ -25,6 +30,13 @@ def test_train_writes_metrics_and_a_checkpoint_that_eval_reads(tmp_path, capsys)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(0 <= r["test_accuracy"] <= 1 and 0 <= r["sparsity"] <= 1 and len(r["gate_open"]) == 3
                for r in rows)
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(1, 7))           # 48 examples, batches of 16, 2 epochs
+    assert [s["epoch"] for s in steps] == [1, 1, 1, 2, 2, 2]
+    assert all(len(s["gate_open"]) == 3 and all(0 <= g <= 1 for g in s["gate_open"]) for s in steps)
+    assert main(["plot", str(out)]) == 0
+    image = plt_image(out / "training.png")
+    assert image.shape[0] > 300 and image[..., :3].std() > 0.05      # drawn, not blank
     rtn, ckpt = load(out)
     assert ckpt["epoch"] == 2 and ckpt["scenario"] == "pixel_digits" and rtn.config.input_dim == 2
     assert main(["eval", str(out / "checkpoint.pt"), "--limit", "48"]) == 0
@@ -41,6 +53,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     for r in a + b:
         r.pop("seconds")
     assert a == b
+    assert (whole / "steps.jsonl").read_text() == (parts / "steps.jsonl").read_text()
     sa, sb = load(whole)[0].state_dict(), load(parts)[0].state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
