@@ -117,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the training in --out (--epochs may raise "
                                                             "its epoch count)")
     train.add_argument("--overwrite", action="store_true", help="replace a training run already in --out")
+    train.add_argument("--adjoint", action="store_true",
+                       help="gradients by torchdiffeq's adjoint (less memory, slower) instead of through the "
+                            "solver's steps")
+    train.add_argument("--quiet", action="store_true", help="no progress line during an epoch")
     train.add_argument("--threads", type=int, default=1, metavar="N", help="torch intra-op threads (default 1)")
     ev = sub.add_parser("eval", help="evaluate a trained checkpoint",
                         description="Accuracy, sparsity and gate-open fraction per level of a checkpoint "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -110,7 +111,7 @@ def evaluate(rtn: RTN, frames: torch.Tensor, labels: torch.Tensor, batch_size: i
 
 
 def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=None, state: dict | None = None,
-        log=print, scenario: str | None = None) -> list[dict]:
+        log=print, scenario: str | None = None, progress=None) -> list[dict]:
     """Train ``rtn`` and evaluate it on ``test`` after every epoch.
 
     Args:
@@ -120,6 +121,7 @@ def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=N
         state: a loaded checkpoint to continue from (``--resume``).
         log: called with each epoch's metrics line.
         scenario: its name, kept in the checkpoint (``rtnclock eval`` reloads its test split).
+        progress: called as ``progress(epoch, step, steps, loss)`` after every training step.
 
     Returns:
         One metrics dict per epoch (all epochs, resumed ones included).
@@ -151,6 +153,9 @@ def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=N
             # The gate-open rate per step (seed 002's U-shape), this process's shard.
             steps.append(dict(step=len(steps) + 1, epoch=epoch + 1, loss=float(loss.detach()),
                               gate_open=getattr(replica, "module", replica).out.gate_open))
+            if progress is not None and rank == 0:
+                progress(epoch + 1, i // options.batch_size + 1, math.ceil(len(y) / options.batch_size),
+                         steps[-1]["loss"])
             sums += torch.tensor([float(loss.detach()) * len(idx), len(idx)], dtype=torch.float64)
         if size > 1:
             dist.all_reduce(sums)
@@ -237,7 +242,8 @@ def _save(out_dir: Path, rtn: RTN, opt, epoch: int, options: TrainOptions, histo
         with open(out_dir / name, "w") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
-    ckpt = dict(config=rtn.config.to_dict(), out_dim=rtn.out_dim, mode=rtn.mode, model=rtn.state_dict(),
+    ckpt = dict(config=rtn.config.to_dict(), out_dim=rtn.out_dim, mode=rtn.mode, adjoint=rtn.adjoint,
+                model=rtn.state_dict(),
                 optimizer=opt.state_dict(), epoch=epoch, options=asdict(options), history=history,
                 steps=steps, scenario=scenario)
     partial = out_dir / (CHECKPOINT + ".partial")
@@ -254,7 +260,8 @@ def load(path) -> tuple[RTN, dict]:
         raise ConfigError("checkpoint", str(path), "a checkpoint.pt written by `rtnclock train`")
     try:
         ckpt = torch.load(path, weights_only=False)
-        rtn = RTN(Config.from_dict(ckpt["config"]), ckpt["out_dim"], mode=ckpt["mode"])
+        rtn = RTN(Config.from_dict(ckpt["config"]), ckpt["out_dim"], mode=ckpt["mode"],
+                  adjoint=ckpt.get("adjoint", False))
         rtn.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, EOFError, ValueError) as err:
         raise ConfigError("checkpoint", str(path), f"a readable rtnclock checkpoint ({err})") from None
@@ -300,7 +307,7 @@ def train_command(args) -> int:
                                seed=args.seed).check()
         config = scenario.default_config().replace(seed=options.seed, **parse_changes(args.changes))
         torch.manual_seed(options.seed)
-        rtn = RTN(config, scenario.N_CLASSES)
+        rtn = RTN(config, scenario.N_CLASSES, adjoint=args.adjoint)
     options.check()
     train, test = (limited(scenario.dataset(config, split), options.limit) for split in ("train", "test"))
     rank = ranks()[0]
@@ -314,8 +321,14 @@ def train_command(args) -> int:
         print(f"epoch {m['epoch']}: train loss {m['train_loss']:.4f}, test acc {100 * m['test_accuracy']:.2f}%, "
               f"sparsity {100 * m['sparsity']:.2f}%, gate open {opened} ({m['seconds']:.1f} s)", flush=True)
 
+    def bar(epoch, step, steps, loss):
+        print(f"\repoch {epoch}: step {step}/{steps}, loss {loss:.4f}", end="", file=sys.stderr, flush=True)
+        if step == steps:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)    # the epoch's line replaces it
+
     try:
-        history = fit(rtn, train, test, options, out_dir=out, state=state, log=line, scenario=name)
+        history = fit(rtn, train, test, options, out_dir=out, state=state, log=line, scenario=name,
+                      progress=None if args.quiet or rank else bar)
     finally:
         finish()
     say(table(history))

@@ -58,6 +58,16 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_adjoint_training_is_kept_in_the_checkpoint(tmp_path, capsys):
+    out = tmp_path / "adj"
+    assert main(["train", *SMALL, "--epochs", "1", "--adjoint", "--quiet", "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""                      # --quiet: no progress line
+    rtn, ckpt = load(out)
+    assert rtn.adjoint and ckpt["adjoint"]
+    assert main(["train", "--resume", "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    assert load(out)[1]["epoch"] == 2 and load(out)[0].adjoint
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--epochs", "0"], "--epochs"),
     (["--lr", "-1"], "--lr"),
