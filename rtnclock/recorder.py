@@ -25,6 +25,8 @@ class TickRecord:
         cost, full_cost: cost units this tick and under full execution.
         escalated: the tick was forced by a child's escalation.
         free_energy_tau: the ``tau`` of ``F = U - tau S`` (:attr:`free_energy`).
+        awake: blocks awake over the window that just closed as evaluation has
+            them ``[B, n_k]``; wider ``active`` only with training's soft gates.
     """
 
     level: int
@@ -39,6 +41,7 @@ class TickRecord:
     full_cost: float
     escalated: bool = False
     free_energy_tau: float = 0.0
+    awake: torch.Tensor | None = None
 
     @property
     def free_energy(self) -> torch.Tensor:

@@ -46,6 +46,7 @@ class LevelState:
     # Awake as in evaluation (all ancestors' gates open); `active` is wider only
     # with soft gates, which integrate every block under an active root.
     awake: torch.Tensor | None = None
+    closed_awake: torch.Tensor | None = None   # `awake` over the window last closed
     last_n: int = 0
     next_n: int = 0            # next tick on the level's own grid
     pending: dict | None = None
@@ -131,6 +132,8 @@ class Hierarchy:
         L_ticks = n - st.last_n
         st.cost = 0.0
         st.closed_active = st.active if L_ticks else torch.zeros_like(st.active)
+        if st.awake is not None:
+            st.closed_awake = st.awake if L_ticks else torch.zeros_like(st.awake)
         if L_ticks == 0:
             return torch.zeros_like(st.active)
         act = st.active
@@ -256,7 +259,7 @@ class Hierarchy:
         return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
                           entropy=st.entropy, active=st.active if st.closed_active is None else st.closed_active,
                           cost=st.cost, full_cost=full, escalated=st.escalated,
-                          free_energy_tau=self.cfg.free_energy_tau)
+                          free_energy_tau=self.cfg.free_energy_tau, awake=st.closed_awake)
 
     def account(self, state: SimState, k: int, n: int) -> float:
         """Add level ``k``'s tick at ``n`` to the run's totals; returns its full cost.

@@ -1,8 +1,9 @@
-"""rtnclock as a training backend: :class:`RTN`, its losses, and a training loop.
+"""rtnclock as a training backend: :class:`RTN` and its losses (the loop is :mod:`rtnclock.trainer`).
 
 ``RTN`` runs the multi-clock simulation over a batch of streams with the
 autograd graph on (``simulate(..., grad=True)``) and reads a linear readout
-from the root's state, averaged over its ticks and at the end.
+from the levels' states (over their ticks, and the root's at the end) and the
+run's mean output.
 
 Gates (DESIGN §1): in evaluation they are hard, as in any run: the fine path
 of a block runs iff ``g > theta`` and its output is weighed by ``g``.  In
@@ -73,7 +74,9 @@ class _Collect(NullRecorder):
 
     def record(self, tick) -> None:
         k = tick.level
-        self.h[k] = tick.state + self.h[k] if k in self.h else tick.state
+        # What evaluation sees: a block asleep over the window counts as zero.
+        state = tick.state if tick.awake is None else tick.state * tick.awake.unsqueeze(-1)
+        self.h[k] = state + self.h[k] if k in self.h else state
         self.n[k] = self.n.get(k, 0) + 1
         if tick.n < self.end_n:
             self.g[k] = tick.gate + self.g[k] if k in self.g else tick.gate
@@ -90,20 +93,22 @@ class RTN(nn.Module):
         mode: the scheduler (``multiclock``; ``lockstep`` for a reference).
         adjoint: gradients by torchdiffeq's adjoint instead of through the solver's steps.
 
-    The readout sees the root's state averaged over its ticks and at the end,
-    and the hierarchy's output ``y_K`` (the HyperBlock recursion, which mixes
-    every level in) averaged over the run: ``n_K (2 d_K + d_0)`` features.
-    Only what the root sees: it is never dormant, so it sees the same in
-    training (every fine path computed) as in evaluation, where a block below
-    a closed gate keeps a stale state.
+    The readout sees every block's state averaged over its level's ticks,
+    counting a block as zero over windows it slept through as evaluation has
+    it; the root's state at the end; and the hierarchy's output ``y_K`` (the
+    HyperBlock recursion) averaged over the run: ``sum_k n_k d_k + n_K (d_K +
+    d_0)`` features.  Sleep is evaluation's even in training, where soft gates
+    integrate sleeping blocks for the gradient only, so the readout sees the
+    same in both.
     """
 
     def __init__(self, config: Config, out_dim: int, *, mode: str = "multiclock", adjoint: bool = False):
         super().__init__()
         self.config, self.mode, self.out_dim, self.adjoint = config, mode, out_dim, adjoint
         self.model = RTNModel(config)
+        dims = config.resolved("dims")
         n_K = config.blocks(config.K)
-        n_feat = n_K * (2 * config.resolved("dims")[config.K] + config.resolved("dims")[0])
+        n_feat = sum(config.blocks(k) * dims[k] for k in range(config.n_levels)) + n_K * (dims[config.K] + dims[0])
         gen = torch.Generator().manual_seed(config.seed + 1)
         dtype = DTYPES[config.dtype]
         self.readout = nn.Linear(n_feat, out_dim, dtype=dtype)
@@ -120,8 +125,8 @@ class RTN(nn.Module):
         B = stream.batch
         K = self.config.K
         y_mean = run.state.levels[K].acc_y / run.duration                     # the run's mean y_K
-        feats = [(collect.h[K] / collect.n[K]).reshape(B, -1), run.final_states()[K].reshape(B, -1),
-                 y_mean.reshape(B, -1)]
+        feats = [(collect.h[k] / collect.n[k]).reshape(B, -1) for k in range(self.config.n_levels)]
+        feats += [run.final_states()[K].reshape(B, -1), y_mean.reshape(B, -1)]
         gates = [(collect.g[k] / collect.n_g[k]).mean(-1) for k in range(self.config.n_levels)]
         gate_mean = torch.stack(gates)
         # Gate sums over the run, weighed by what each gate switches on.
