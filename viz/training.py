@@ -46,12 +46,12 @@ def plot_training(run_dir) -> Figure:
         ends = [max(s["step"] for s in steps if s["epoch"] == e) for e in sorted({s["epoch"] for s in steps})]
         for end in ends[:-1]:
             top.axvline(end + 0.5, color="0.8", lw=0.8, zorder=0)
-        top.legend(loc="lower left", fontsize="small", ncols=opened.shape[1])
+        top.legend(loc="best", fontsize="small", ncols=opened.shape[1])
     top.set(xlabel="training step (epochs between grey lines)", ylabel="gate open %", ylim=(-3, 103),
             title="gate-open rate while training")
     e = [m["epoch"] for m in epochs]
     bottom.plot(e, [100 * m["test_accuracy"] for m in epochs], "o-", color="#1b6ca8", label="test accuracy")
     bottom.plot(e, [100 * m["sparsity"] for m in epochs], "s--", color="#b2182b", label="sparsity (test)")
     bottom.set(xlabel="epoch", ylabel="%", ylim=(-3, 103))
-    bottom.legend(loc="lower right", fontsize="small")
+    bottom.legend(loc="best", fontsize="small")          # whichever corner the curves leave free
     return fig
