@@ -163,7 +163,9 @@ class Hierarchy:
             child = state.levels[k - 1]
             spin = block_spin(child.acc_y, self.b)
             kids = torch.where(st.open.unsqueeze(-1), spin, C)
-            Y = C + g_eff * ((spin if self.soft_gates else kids) - C)
+            # g_eff is 0 where the gate is shut (its value), so this is the
+            # HyperBlock mix; soft gates take their gradient through spin there.
+            Y = C + g_eff * (spin - C)
             self.deliver(state, Message(COARSE_UP, k - 1, k, self.t(n), kids / L))
             child.acc_y = torch.zeros_like(child.acc_y)
         st.acc_y = st.acc_y + torch.where(act.unsqueeze(-1), Y, 0.0)
@@ -222,7 +224,8 @@ class Hierarchy:
         t = self.t(n)
         self.deliver(state, Message(PRIOR_DOWN, k, k - 1, t, self.model.prior(k)(st.h)))
         self.deliver(state, Message(GATE_DEMAND, k, k - 1, t, to_children(g, self.b)))
-        kids_awake, kids_active = to_children(new_open, self.b), to_children(fine, self.b)
+        kids_awake = to_children(new_open, self.b)
+        kids_active = to_children(fine, self.b) if self.soft_gates else kids_awake
         # A child wakes from the prior-down, with soft gates too: what it did while
         # asleep (integrated only for the gradient) is not what evaluation sees.
         woke = kids_awake & ~(child.active if child.awake is None else child.awake)

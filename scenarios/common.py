@@ -30,6 +30,19 @@ def check_args(duration, seed, batch) -> None:
         raise rtnclock.ConfigError("batch", batch, "an integer >= 1")
 
 
+def check_layout(width: int, n_leaves, input_dim, holds: str) -> None:
+    """Raise ``ConfigError`` unless ``n_leaves`` and ``input_dim`` are positive
+    integers and the leaves' ``n_leaves * input_dim`` channels fit ``width``
+    values (``holds`` says what they are, for the message naming ``input_dim``)."""
+    for field, value in (("n_leaves", n_leaves), ("input_dim", input_dim)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise rtnclock.ConfigError(field, value, "an integer >= 1")
+    if width > n_leaves * input_dim:
+        raise rtnclock.ConfigError("input_dim", input_dim,
+                                   f"at least ceil({width} / {n_leaves}) = {math.ceil(width / n_leaves)}, "
+                                   f"so that {n_leaves} leaves hold {holds}")
+
+
 def frame_count(duration: float, frame_rate: float) -> int:
     """Frames covering ``[0, duration]`` at ``frame_rate``: ``ceil(duration * rate) + 1``."""
     return math.ceil(duration * frame_rate - 1e-9) + 1

@@ -271,15 +271,8 @@ def _check_counts(**counts) -> None:
 
 
 def _check_fits(width: int, n_leaves, input_dim) -> None:
-    """Raise ``ConfigError`` unless ``n_leaves`` and ``input_dim`` are positive and hold ``width`` channels."""
-    for field, value in (("n_leaves", n_leaves), ("input_dim", input_dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise rtnclock.ConfigError(field, value, "an integer >= 1")
-    if width > n_leaves * input_dim:
-        raise rtnclock.ConfigError("input_dim", input_dim,
-                                   f"at least ceil({width} / {n_leaves}) = {math.ceil(width / n_leaves)}, "
-                                   f"so that {n_leaves} leaves hold {width} token channels "
-                                   "(keys, values and the query marker)")
+    common.check_layout(width, n_leaves, input_dim,
+                        f"{width} token channels (keys, values and the query marker)")
 
 
 def _annotations(drawn: list, *, n_frames: int, n_pairs: int) -> dict:

@@ -245,14 +245,7 @@ def _check_dataset(dataset) -> None:
 
 
 def _check_fits(width: int, n_leaves, input_dim) -> None:
-    """Raise ``ConfigError`` unless ``n_leaves`` and ``input_dim`` are positive and hold ``width`` pixels."""
-    for field, value in (("n_leaves", n_leaves), ("input_dim", input_dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise rtnclock.ConfigError(field, value, "an integer >= 1")
-    if width > n_leaves * input_dim:
-        raise rtnclock.ConfigError("input_dim", input_dim,
-                                   f"at least ceil({width} / {n_leaves}) = {math.ceil(width / n_leaves)}, "
-                                   f"so that {n_leaves} leaves hold a {width}-pixel row")
+    common.check_layout(width, n_leaves, input_dim, f"a {width}-pixel row")
 
 
 def _layout(rows: torch.Tensor, n_leaves: int, input_dim: int) -> torch.Tensor:
