@@ -54,6 +54,9 @@ def surprise(x_bar: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 
 def binary_entropy(g: torch.Tensor) -> torch.Tensor:
-    """Entropy of a Bernoulli(g) gate in nats."""
-    g = g.clamp(_EPS, 1 - _EPS)
+    """Entropy of a Bernoulli(g) gate in nats (0, not NaN, for a saturated gate)."""
+    # The clamp keeps log finite (and its gradient bounded); it must be the
+    # dtype's own epsilon: 1 - 1e-12 rounds to 1 in float32, and 0 * log 0 is NaN.
+    eps = max(_EPS, torch.finfo(g.dtype).eps)
+    g = g.clamp(eps, 1 - eps)
     return -(g * g.log() + (1 - g) * (1 - g).log())

@@ -101,3 +101,14 @@ def test_recorded_active_mask_is_the_closed_windows_and_matches_its_cost():
     counted = traj["active"].sum((1, 2)).double() * c1
     assert torch.equal(traj["cost"], counted)
     assert bool(traj["active"].any()) and not bool(traj["active"].all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_entropy_is_finite_for_saturated_gates(dtype):
+    # A gate of exactly 0 or 1 has zero entropy; float32 once gave NaN (0 * log 0).
+    from rtnclock.gate import binary_entropy
+    g = torch.tensor([0.0, 1.0, 0.5, 1 - 1e-9], dtype=dtype)
+    h = binary_entropy(g)
+    assert torch.isfinite(h).all()
+    assert h[:2].abs().max() < 1e-5
+    assert h[2] == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-6)
