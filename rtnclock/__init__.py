@@ -12,7 +12,7 @@ from .level import BlockLevel
 from .model import RTNModel
 from .recorder import MemoryRecorder, NullRecorder, TickRecord
 from .simulate import Run, simulate
-from .runs import StoredRun, info, open_run
+from .runs import StoredRun, info, lineage, open_run, tree_at
 from .monitor import Monitor
 from .store import StoreError, ZarrRecorder
 from .stream import Stream
@@ -21,5 +21,5 @@ from .train import RTN, RTNOutput, cost_penalty, gate_penalty
 __all__ = [
     "BlockLevel", "Config", "ConfigError", "Event", "EventLog", "MemoryRecorder", "Monitor", "NullRecorder",
     "RTN", "RTNModel", "RTNOutput", "RtnclockError", "Run", "SolverError", "StoreError", "StoredRun", "Stream", "StreamError",
-    "TickRecord", "ZarrRecorder", "cost_penalty", "gate_penalty", "info", "open_run", "simulate",
+    "TickRecord", "ZarrRecorder", "cost_penalty", "gate_penalty", "info", "lineage", "open_run", "simulate", "tree_at",
 ]

@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("run", metavar="RUN", help="a store written by `rtnclock run --out RUN`, or a training "
                                                  "run directory (`rtnclock train --out DIR`)")
     plot.add_argument("--kind", default="all", choices=("all", "raster", "traces", "coupling", "gates", "cost",
-                                                        "rank"), help="which plot (default all)")
+                                                        "rank", "topology"),
+                      help="which plot (default all; topology: a growing run's tree over time)")
     plot.add_argument("--out", metavar="DIR", default=None, help="directory for the images (default RUN_plots "
                                                                  "beside the store)")
     plot.add_argument("--start", type=float, default=None, metavar="S", help="first second to draw")
@@ -168,8 +169,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _plot(args) -> int:
     """Write the asked-for plots of a stored run; prints each file written."""
-    from .runs import open_run
-    from .viz import KINDS, PLOTS
+    from .runs import grows, open_run
+    from .viz import GROWTH_KINDS, KINDS, PLOTS
 
     if (Path(args.run) / "metrics.jsonl").is_file():          # a training run directory
         from .viz.training import plot_training
@@ -187,7 +188,8 @@ def _plot(args) -> int:
         raise ConfigError("--stream", args.stream, f"a stream index 0..{batch - 1}")
     out = Path(args.out) if args.out else run.path.with_name(run.path.stem + "_plots")
     out.mkdir(parents=True, exist_ok=True)
-    for kind in (KINDS if args.kind == "all" else (args.kind,)):
+    kinds = KINDS + (GROWTH_KINDS if grows(run) else ()) if args.kind == "all" else (args.kind,)
+    for kind in kinds:
         kwargs = dict(start=args.start, end=args.end)
         if kind in ("raster", "traces", "coupling"):
             kwargs["stream"] = args.stream

@@ -80,6 +80,16 @@ class Config:
         coarse: coarse operator kind.
         free_energy_tau: the ``tau`` of ``F = U - tau*S``.
         weight_gain: spectral scale of the recurrent weights (below 1 is contractive).
+        capacity: slots per level as a multiple of its initial blocks ``n_k``
+            (room for mitosis; the root always has one slot).
+        mitosis_threshold: a block whose free energy stays above this for
+            ``mitosis_window`` seconds splits in two (``None``: never).
+        mitosis_window: seconds, see above.
+        mitosis_noise: standard deviation of the Gaussian noise added to a
+            daughter's copy of her mother's state.
+        apoptosis_epsilon: a block whose gate stays below this for
+            ``apoptosis_window`` seconds of awake time is removed (``None``: never).
+        apoptosis_window: seconds, see above.
         seed, device, dtype: reproducibility and placement.
     """
 
@@ -107,6 +117,12 @@ class Config:
     coarse: str = "linear"
     free_energy_tau: float = 1.0
     weight_gain: float = 0.9
+    capacity: float = 1.0
+    mitosis_threshold: float | None = None
+    mitosis_window: float = 1.0
+    mitosis_noise: float = 0.01
+    apoptosis_epsilon: float | None = None
+    apoptosis_window: float = 1.0
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -186,6 +202,21 @@ class Config:
         if self.free_energy_tau < 0:
             raise ConfigError("free_energy_tau", self.free_energy_tau, "a number >= 0")
         _positive("weight_gain", self.weight_gain)
+        _number("capacity", self.capacity)
+        if self.capacity < 1:
+            raise ConfigError("capacity", self.capacity, "a number >= 1 (slots per initial block)")
+        if self.mitosis_threshold is not None:
+            _number("mitosis_threshold", self.mitosis_threshold)
+        _positive("mitosis_window", self.mitosis_window)
+        _number("mitosis_noise", self.mitosis_noise)
+        if self.mitosis_noise < 0:
+            raise ConfigError("mitosis_noise", self.mitosis_noise, "a number >= 0")
+        if self.apoptosis_epsilon is not None:
+            _number("apoptosis_epsilon", self.apoptosis_epsilon)
+            if not 0 < self.apoptosis_epsilon < 1:
+                raise ConfigError("apoptosis_epsilon", self.apoptosis_epsilon,
+                                  "a gate value strictly between 0 and 1")
+        _positive("apoptosis_window", self.apoptosis_window)
         _choice("dtype", self.dtype, DTYPES)
         if not isinstance(self.device, str) or not (
             self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")
@@ -214,6 +245,20 @@ class Config:
     def blocks(self, k: int) -> int:
         """Number of blocks ``n_k = b**(K-k)`` of level ``k``."""
         return self.branching ** (self.K - k)
+
+    def slots(self, k: int) -> int:
+        """Slots of level ``k``: ``ceil(capacity * n_k)`` (one for the root)."""
+        return 1 if k == self.K else math.ceil(self.capacity * self.blocks(k) - 1e-9)
+
+    @property
+    def fixed_tree(self) -> bool:
+        """The full ``b``-ary tree with no spare slots that never changes (the default)."""
+        return not self.grows and self.capacity == 1
+
+    @property
+    def grows(self) -> bool:
+        """Whether the topology may change during a run (morphogenesis configured)."""
+        return self.mitosis_threshold is not None or self.apoptosis_epsilon is not None
 
     @property
     def base_period(self) -> float:

@@ -1,4 +1,4 @@
-"""The event log: frames, gate openings and closings, escalations, wake-ups.
+"""The event log: frames, gate openings and closings, escalations, wake-ups, growth.
 
 Events are rows ``(n, t, kind, level, block, stream)`` appended in bulk from
 boolean masks, so logging a whole level's gate changes is one ``nonzero``.
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-KINDS = ("frame", "bad_frame", "gate_open", "gate_close", "escalation", "wake")
+# New kinds go at the end: stores keep kinds as codes into this tuple.
+KINDS = ("frame", "bad_frame", "gate_open", "gate_close", "escalation", "wake", "mitosis", "apoptosis")
 _KIND_SET = frozenset(KINDS)
 
 

@@ -68,7 +68,8 @@ class LeafCore(nn.Module):
         return x @ self.W_k.T, x @ self.W_v.T
 
     def attend(self, x: torch.Tensor, open_: torch.Tensor, memory: LeafMemory,
-               temperature: float, kv: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               temperature: float, kv: tuple | None = None,
+               alive: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention output and entropy for the open leaves (zeros elsewhere).
 
         Args:
@@ -77,6 +78,8 @@ class LeafCore(nn.Module):
             memory: ring buffers (read, not written).
             temperature: softmax temperature.
             kv: ``keys_values(x)`` if the caller has them already.
+            alive: leaf slots holding a leaf ``[n]`` (None: all); only their
+                keys are attended to.
 
         Returns:
             ``a [B, n, d]`` and attention entropy ``[B, n]``.
@@ -86,6 +89,8 @@ class LeafCore(nn.Module):
         if not bool(open_.any()):
             return a, ent
         keys, values = self.keys_values(x) if kv is None else kv
+        if alive is not None:
+            keys, values = keys[:, alive], values[:, alive]
         b, i = open_.nonzero(as_tuple=True)                       # sorted by stream
         q = x[b, i] @ self.W_q.T                                   # [N, d]
         attn = kernels.get("leaf_attention", x.device.type)

@@ -49,7 +49,7 @@ class Monitor:
                 raise ConfigError("monitor.levels", k, f"level indices 0..{config.n_levels - 1}")
         out = {}
         for k in levels:
-            n_k = config.blocks(k)
+            n_k = config.slots(k)
             if k in self.blocks:
                 idx = np.asarray(self.blocks[k], dtype=np.int64).reshape(-1)
                 if idx.size == 0 or idx.min() < 0 or idx.max() >= n_k or len(set(idx.tolist())) != idx.size:

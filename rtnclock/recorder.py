@@ -13,6 +13,10 @@ import torch
 from .config import Config
 
 
+#: Per-slot tree fields of a growing run's ticks.
+TREE = ("alive", "block_id", "parent_id")
+
+
 @dataclass(frozen=True)
 class TickRecord:
     """What one level tick produced.
@@ -27,6 +31,8 @@ class TickRecord:
         free_energy_tau: the ``tau`` of ``F = U - tau S`` (:attr:`free_energy`).
         awake: blocks awake over the window that just closed as evaluation has
             them ``[B, n_k]``; wider ``active`` only with training's soft gates.
+        alive, block_id, parent_id: the level's tree after the tick, per slot
+            ``[C_k]`` (a growing run's; None on a fixed tree).
     """
 
     level: int
@@ -42,6 +48,9 @@ class TickRecord:
     escalated: bool = False
     free_energy_tau: float = 0.0
     awake: torch.Tensor | None = None
+    alive: torch.Tensor | None = None
+    block_id: torch.Tensor | None = None
+    parent_id: torch.Tensor | None = None
 
     @property
     def free_energy(self) -> torch.Tensor:
@@ -88,7 +97,9 @@ def stack_ticks(ticks: list[TickRecord]) -> dict[str, torch.Tensor]:
            "cost": torch.tensor([r.cost for r in ticks], dtype=torch.float64),
            "full_cost": torch.tensor([r.full_cost for r in ticks], dtype=torch.float64),
            "escalated": torch.tensor([r.escalated for r in ticks])}
-    for name in ("state", "gate", "surprise", "entropy", "active"):
+    for name in ("state", "gate", "surprise", "entropy", "active") + TREE:
+        if name in TREE and ticks[0].alive is None:
+            continue
         out[name] = torch.stack([getattr(r, name) for r in ticks])
     out["free_energy"] = out["surprise"] - ticks[0].free_energy_tau * out["entropy"]
     return out

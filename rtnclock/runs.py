@@ -95,6 +95,72 @@ def _open_run(path: Path) -> StoredRun:
                      annotations=notes)
 
 
+def grows(run: StoredRun) -> bool:
+    """Whether the store holds the tree over time (a run configured to grow)."""
+    return bool(run.levels) and all("alive" in ds for ds in run.levels.values())
+
+
+def tree_at(run: StoredRun, t: float) -> dict[int, list[dict]]:
+    """The tree as it stood after the last tick at or before ``t`` (seconds).
+
+    Returns ``{level: [{"slot", "id", "parent_id"}, ...]}`` of the alive blocks;
+    levels the monitor left out are missing.
+
+    Raises:
+        StoreError: the run was not configured to grow (it stores no tree).
+    """
+    _require_tree(run)
+    out = {}
+    for k, ds in sorted(run.levels.items()):
+        i = int(np.searchsorted(ds["time"].values, t + 1e-9 * max(1.0, abs(t)), side="right")) - 1
+        if i < 0:
+            continue
+        alive = ds["alive"].values[i]
+        ids, parents = ds["block_id"].values[i], ds["parent_id"].values[i]
+        out[k] = [{"slot": int(s), "id": int(ids[s]), "parent_id": int(parents[s])}
+                  for s in np.flatnonzero(alive)]
+    return out
+
+
+def lineage(run: StoredRun) -> list[dict]:
+    """Every block that lived in the run: ``id, level, parent_id, born, died``.
+
+    ``born``/``died`` are the times (s) of the first tick that shows the block
+    and of the first that no longer does (``None``: alive at the end, or at
+    the last committed tick); ``parent_id`` is the parent at birth.
+    """
+    _require_tree(run)
+    rows = []
+    for k, ds in sorted(run.levels.items()):
+        time = ds["time"].values
+        alive = ds["alive"].values
+        ids, parents = ds["block_id"].values, ds["parent_id"].values
+        seen: dict[int, dict] = {}
+        live_ids = np.where(alive, ids, -1)
+        # Only ticks where the level's tree changed can add or end a block.
+        changed = np.flatnonzero(np.r_[True, np.any(live_ids[1:] != live_ids[:-1], axis=1)]) \
+            if len(time) else []
+        for i in changed:
+            now = set()
+            for s in np.flatnonzero(alive[i]):
+                bid = int(ids[i, s])
+                now.add(bid)
+                if bid not in seen:
+                    seen[bid] = {"id": bid, "level": k, "parent_id": int(parents[i, s]),
+                                 "born": float(time[i]), "died": None}
+            for bid, row in seen.items():
+                if row["died"] is None and bid not in now:
+                    row["died"] = float(time[i])
+        rows += sorted(seen.values(), key=lambda r: r["id"])
+    return rows
+
+
+def _require_tree(run: StoredRun) -> None:
+    if not grows(run):
+        raise StoreError(f"{str(run.path)!r} stores no tree over time: the run was not configured to "
+                         "grow (set capacity, mitosis_threshold or apoptosis_epsilon)")
+
+
 def stored_run_attrs(path) -> dict:
     """A store's root attributes (config as a :class:`Config`); raises ``StoreError`` if not a run."""
     _, attrs = _root_attrs(Path(path))
@@ -166,6 +232,11 @@ def info(path) -> str:
     kinds = run.events["kind"].values
     counts = {k: int((kinds == k).sum()) for k in KINDS if (kinds == k).any()}
     lines.append("events: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+    if grows(run) and ends:
+        first, last = tree_at(run, 0.0), tree_at(run, max(ends))
+        lines.append(f"tree: {'/'.join(str(len(first.get(k, []))) for k in sorted(run.levels))} blocks "
+                     f"per level at the start, {'/'.join(str(len(last.get(k, []))) for k in sorted(run.levels))}"
+                     f" at the end ({len(lineage(run))} blocks lived)")
     if run.annotations is not None and run.annotations.sizes.get("annotation"):
         notes = Counter(run.annotations["kind"].values.tolist())
         lines.append("annotations: " + ", ".join(f"{k} {v}" for k, v in sorted(notes.items())))

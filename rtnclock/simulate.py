@@ -126,6 +126,9 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
     """
     if mode not in MODES:
         raise ConfigError("mode", mode, "one of " + ", ".join(MODES))
+    if mode == "continuous" and not config.fixed_tree:
+        raise ConfigError("mode", mode, "a ticking mode (multiclock, lockstep, stepwise) for a "
+                                        "growing tree (capacity, mitosis, apoptosis)")
     if model is None:
         model = RTNModel(config)
     elif model.config is not config and model.config != config:
@@ -150,7 +153,7 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
     hier.soft_gates, hier.adjoint = soft_gates, adjoint
     state = hier.initial_state(end_n)
     if getattr(recorder, "resuming", False):
-        state = _resume(recorder, config, events, stream, mode, model, stats, state)
+        state = hier.bind(_resume(recorder, config, events, stream, mode, model, stats, state))
     else:
         recorder.start(config, events, stream)
     if hasattr(recorder, "bind"):

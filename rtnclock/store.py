@@ -9,7 +9,9 @@ group="level_0")`` gives a labelled dataset with time in seconds)::
                          open_fraction, effective_rank [time];
                          gate, surprise, entropy, free_energy, active
                          [time, batch, block]; state [time, batch, block, dim];
-                         block [block] (which blocks the monitor kept)
+                         block [block] (which slots the monitor kept);
+                         growing runs: alive, block_id, parent_id [time, slot]
+                         (the level's whole tree after each tick)
       sensory/           time [frame], features [frame, batch, leaf, channel],
                          appended as the stream delivers them
       annotations/       time, kind (code; attrs kinds), stream [annotation]:
@@ -60,7 +62,7 @@ from .errors import RtnclockError
 from .events import KINDS, EventLog
 from .monitor import BLOCK_VARIABLES, Monitor
 from .observables import level_observables
-from .recorder import NullRecorder, TickRecord, stack_ticks
+from .recorder import TREE, NullRecorder, TickRecord, stack_ticks
 from .zarrwriter import StoreWriter
 
 SCHEMA_VERSION = 1
@@ -112,20 +114,26 @@ class _LevelBuffer:
         for v in variables:
             self.shapes[v] = (batch, nb, d) if v == "state" else (batch, nb)
             self.dtypes[v] = np.bool_ if v == "active" else dtype
+        if not config.fixed_tree:                    # the whole tree, every slot, every tick
+            slots = config.slots(level)
+            for v in TREE:
+                self.shapes[v] = (slots,)
+                self.dtypes[v] = np.bool_ if v == "alive" else np.int64
         for v in self.shapes:
             self.dtypes.setdefault(v, np.float64)
         # Held ticks reference the full level state: size the chunk by it.
-        row_bytes = np.dtype(dtype).itemsize * batch * config.blocks(level) * d
+        row_bytes = np.dtype(dtype).itemsize * batch * config.slots(level) * d
         period = config.resolved("periods")[level]
         self.chunk = int(max(1, min(CHUNK_BYTES // row_bytes, math.ceil(CHUNK_SECONDS / period))))
-        self.all_blocks = nb == config.blocks(level)
+        self.all_blocks = nb == config.slots(level)
         self.blocks, self.level, self.config = torch.as_tensor(blocks), level, config
         self.name, self.rows = f"level_{level}", 0
         self.ticks: list[TickRecord] = []
 
     def create(self) -> list[tuple]:
         """Writer operations creating the level's empty arrays and its block coordinate."""
-        dims = {0: ["time"], 2: ["time", "batch", "block"], 3: ["time", "batch", "block", "dim"]}
+        dims = {0: ["time"], 1: ["time", "slot"], 2: ["time", "batch", "block"],
+                3: ["time", "batch", "block", "dim"]}
         ops = [("array", f"{self.name}/{v}",
                 _spec((0, *s), self.dtypes[v], dims[len(s)], chunks=(self.chunk, *s),
                       attrs={"units": "s"} if v == "time" else None), None)
@@ -150,6 +158,8 @@ class _LevelBuffer:
             if v in BLOCK_VARIABLES:
                 x = traj[v]
                 cols[v] = x if self.all_blocks else x[:, :, self.blocks.to(x.device)]
+            elif v in TREE:
+                cols[v] = traj[v]
         return {v: _numpy(x).astype(self.dtypes[v], copy=False) for v, x in cols.items()}
 
     def flush(self):
@@ -232,7 +242,7 @@ class ZarrRecorder(NullRecorder):
         for k, idx in blocks.items():
             self._send(("group", f"level_{k}", dict(
                 level=k, period=config.resolved("periods")[k], tau=config.resolved("taus")[k],
-                n_blocks=config.blocks(k), every=self.every)))
+                n_blocks=config.slots(k), every=self.every)))
             self.buffers[k] = _LevelBuffer(k, idx, config, batch, tuple(self.monitor.variables), dtype)
             for op in self.buffers[k].create():
                 self._send(op)
@@ -494,7 +504,7 @@ def _unstack(level: int, cols: dict | None, free_energy_tau: float) -> list[Tick
     """Inverse of ``stack_ticks`` (held ticks travel stacked: a few tensors pickle fast)."""
     if cols is None:
         return []
-    names = ("state", "gate", "surprise", "entropy", "active")
+    names = tuple(n for n in ("state", "gate", "surprise", "entropy", "active") + TREE if n in cols)
     return [TickRecord(level=level, n=int(cols["n"][i]), t=float(cols["t"][i]),
                        cost=float(cols["cost"][i]), full_cost=float(cols["full_cost"][i]),
                        escalated=bool(cols["escalated"][i]), free_energy_tau=free_energy_tau,

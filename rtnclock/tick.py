@@ -19,10 +19,12 @@ from .events import EventLog
 from .gate import binary_entropy, surprise
 from .integrate import Segment, SolveStats, solve
 from .leaf import LeafMemory
-from .messages import COARSE_UP, GATE_DEMAND, PRIOR_DOWN, Message, block_spin, to_children
+from .messages import COARSE_UP, GATE_DEMAND, PRIOR_DOWN, Message
 from .model import RTNModel
+from .morph import GrowthState, grow
 from .recorder import TickRecord
 from .stream import SensoryWindow, Stream
+from .topology import Topology
 
 
 _MAILBOX = {COARSE_UP: "up", PRIOR_DOWN: "down", GATE_DEMAND: "demand"}
@@ -30,7 +32,7 @@ _MAILBOX = {COARSE_UP: "up", PRIOR_DOWN: "down", GATE_DEMAND: "demand"}
 
 @dataclass
 class LevelState:
-    """Everything a level carries between ticks; tensors are ``[B, n_k, ...]``."""
+    """Everything a level carries between ticks; tensors are ``[B, C_k, ...]`` (``C_k`` slots)."""
 
     h: torch.Tensor            # state at the last tick            [B, n_k, d_k]
     up: torch.Tensor           # held coarse-up message            [B, n_k, d_up]
@@ -58,13 +60,15 @@ class LevelState:
 
 @dataclass
 class SimState:
-    """The whole simulation state: one :class:`LevelState` per level plus counters."""
+    """The whole simulation state: one :class:`LevelState` per level, the tree, counters."""
 
     levels: list[LevelState]
     n: int = 0
     end_n: int = 0
     totals: dict = field(default_factory=dict)
     next_frame: int = 0        # first stream frame not yet delivered
+    topology: Topology | None = None
+    growth: GrowthState | None = None          # morphogenesis counters (config.grows)
 
 
 class Hierarchy:
@@ -90,6 +94,13 @@ class Hierarchy:
         self.dt0 = self.cfg.base_period
         self.theta = self.cfg.gate_theta
         self.ticks = self.cfg.resolved("period_ticks")
+        self.tracks_tree = not self.cfg.fixed_tree        # ticks carry the tree (growing runs)
+        self.topology: Topology | None = None   # the bound state's tree (see bind)
+
+    def bind(self, state: SimState) -> SimState:
+        """Make ``state`` (fresh or restored) the one whose tree the solves read."""
+        self.topology = state.topology
+        return state
 
     # ---- construction --------------------------------------------------
     def initial_state(self, end_n: int) -> SimState:
@@ -100,7 +111,7 @@ class Hierarchy:
         dims, d0 = cfg.resolved("dims"), self.model.out_dim
         levels = []
         for k in range(cfg.n_levels):
-            n_k, d = cfg.blocks(k), dims[k]
+            n_k, d = cfg.slots(k), dims[k]
             up = cfg.input_dim if k == 0 else d0
             st = LevelState(
                 h=torch.zeros(B, n_k, d, **kw), up=torch.zeros(B, n_k, up, **kw),
@@ -114,8 +125,11 @@ class Hierarchy:
                 st.attn = torch.zeros(B, n_k, d, **kw)
                 st.memory = LeafMemory.empty(B, n_k, cfg.memory_size, d, **kw)
             levels.append(st)
-        return SimState(levels=levels, n=0, end_n=end_n, totals={k: dict(cost=0.0, full=0.0)
-                                                                 for k in range(cfg.n_levels)})
+        state = SimState(levels=levels, n=0, end_n=end_n,
+                         totals={k: dict(cost=0.0, full=0.0) for k in range(cfg.n_levels)},
+                         topology=Topology.initial(cfg, p.device),
+                         growth=GrowthState.initial(cfg, p.device) if cfg.grows else None)
+        return self.bind(state)
 
     def t(self, n: int) -> float:
         """Time in seconds of leaf tick ``n``."""
@@ -147,7 +161,8 @@ class Hierarchy:
         L = L_ticks * self.dt0
         h_end, H = self._window_result(st, k, n)
         h_bar = H / L
-        x_bar = block_spin(self.stream.integral(self.t(st.last_n), self.t(n)), self.b**k) / L
+        top = state.topology
+        x_bar = top.sensory(k, self.stream.integral(self.t(st.last_n), self.t(n))) / L
         e = surprise(x_bar, self.model.gates[k].predict(h_bar, st.down))
         st.surprise = torch.where(act, e, 0.0)
         w = st.gate * st.open
@@ -161,7 +176,9 @@ class Hierarchy:
         else:
             C = self.model.coarse(k).integral(H, L)                          # [B, n_k, d_0]
             child = state.levels[k - 1]
-            spin = block_spin(child.acc_y, self.b)
+            spin, has_kids = top.pool(k - 1, child.acc_y)
+            if has_kids is not None:                         # childless blocks: the coarse path
+                spin = torch.where(has_kids.view(1, -1, 1), spin, C)
             kids = torch.where(st.open.unsqueeze(-1), spin, C)
             # g_eff is 0 where the gate is shut (its value), so this is the
             # HyperBlock mix; soft gates take their gradient through spin there.
@@ -211,21 +228,28 @@ class Hierarchy:
         self.events.log_mask(n, "gate_close", k, st.open & ~new_open)
         st.gate, st.open = g, new_open
         st.entropy = torch.where(act, binary_entropy(g), 0.0)
+        top = state.topology
+        if state.growth is not None and not self.soft_gates:
+            grow(self, state, k, n, awake)
+            act, g, new_open, awake = st.active, st.gate, st.open, st.awake
         fine = act if self.soft_gates else new_open          # whose fine path runs
         if k == 0:
             kv = self.model.leaf.keys_values(st.h)
-            a, h_att = self.model.leaf.attend(st.h, fine, st.memory, cfg.temperature, kv)
+            alive = None if top.full else top.alive[0]
+            a, h_att = self.model.leaf.attend(st.h, fine, st.memory, cfg.temperature, kv, alive=alive)
             st.attn = a
             st.entropy = st.entropy + torch.where(new_open, h_att, 0.0)
             st.memory.write(*kv, awake)                     # what evaluation would remember
-            st.cost += float(fine.sum()) * self.model.attention_cost(cfg.blocks(0))
+            st.cost += float(fine.sum()) * self.model.attention_cost(top.n_alive[0])
             return
         child = state.levels[k - 1]
         t = self.t(n)
-        self.deliver(state, Message(PRIOR_DOWN, k, k - 1, t, self.model.prior(k)(st.h)))
-        self.deliver(state, Message(GATE_DEMAND, k, k - 1, t, to_children(g, self.b)))
-        kids_awake = to_children(new_open, self.b)
-        kids_active = to_children(fine, self.b) if self.soft_gates else kids_awake
+        self.deliver(state, Message(PRIOR_DOWN, k, k - 1, t, top.priors(k, self.model.prior(k)(st.h))))
+        self.deliver(state, Message(GATE_DEMAND, k, k - 1, t, top.spread(k - 1, g)))
+        kids_awake = top.spread(k - 1, new_open)
+        kids_active = top.spread(k - 1, fine) if self.soft_gates else kids_awake
+        if not top.full:
+            kids_awake, kids_active = kids_awake & top.alive[k - 1], kids_active & top.alive[k - 1]
         # A child wakes from the prior-down, with soft gates too: what it did while
         # asleep (integrated only for the gradient) is not what evaluation sees.
         woke = kids_awake & ~(child.active if child.awake is None else child.awake)
@@ -249,7 +273,7 @@ class Hierarchy:
 
     def full_cost(self, k: int) -> float:
         """Cost units of one tick of level ``k`` with every block active and open."""
-        n_k = self.cfg.blocks(k)
+        n_k = self.topology.n_alive[k]
         full = self.stream.batch * n_k * self.model.block_cost(k)
         if k == 0:
             full += self.stream.batch * n_k * self.model.attention_cost(n_k)
@@ -259,10 +283,12 @@ class Hierarchy:
         """The :class:`TickRecord` of level ``k``'s tick at ``n`` (after :meth:`account`)."""
         full = self.account(state, k, n)
         st = state.levels[k]
+        tree = state.topology.snapshot(k) if self.tracks_tree else (None, None, None)
         return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
                           entropy=st.entropy, active=st.active if st.closed_active is None else st.closed_active,
                           cost=st.cost, full_cost=full, escalated=st.escalated,
-                          free_energy_tau=self.cfg.free_energy_tau, awake=st.closed_awake)
+                          free_energy_tau=self.cfg.free_energy_tau, awake=st.closed_awake,
+                          alive=tree[0], block_id=tree[1], parent_id=tree[2])
 
     def account(self, state: SimState, k: int, n: int) -> float:
         """Add level ``k``'s tick at ``n`` to the run's totals; returns its full cost.
@@ -308,6 +334,7 @@ class Hierarchy:
             span = (end - start) * self.dt0
             if k == 0:
                 i0, frames = self.stream.window(t0, t0 + span)               # [F, B, n_0, c]
+                frames = self.topology.leaf_frames(frames)
                 frames = frames.reshape(frames.shape[0], -1, frames.shape[-1])
                 up = SensoryWindow(frames if sel is None else frames[:, sel], i0 * self.stream.dt,
                                    self.stream.dt)
