@@ -46,6 +46,17 @@ def _per_level(name: str, value, n: int, kind=float) -> tuple:
         raise ConfigError(name, value, f"{kind.__name__} values") from None
 
 
+def _per_level_optional(name: str, value, n: int) -> tuple:
+    """Like :func:`_per_level` for a finite float field where ``None`` (off) is allowed per level."""
+    items = tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
+    if len(items) != n:
+        raise ConfigError(name, value, f"one value or a sequence of K+1 = {n} values")
+    for v in items:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ConfigError(name, value, "finite numbers or None (per level)")
+    return tuple(None if v is None else float(v) for v in items)
+
+
 def _reject_bool(name, v):
     raise ConfigError(name, v, "a number, not a bool")
 
@@ -83,12 +94,14 @@ class Config:
         capacity: slots per level as a multiple of its initial blocks ``n_k``
             (room for mitosis; the root always has one slot).
         mitosis_threshold: a block whose free energy stays above this for
-            ``mitosis_window`` seconds splits in two (``None``: never).
+            ``mitosis_window`` seconds splits in two (``None``: never; one value
+            or one per level).
         mitosis_window: seconds, see above.
         mitosis_noise: standard deviation of the Gaussian noise added to a
             daughter's copy of her mother's state.
         apoptosis_epsilon: a block whose gate stays below this for
-            ``apoptosis_window`` seconds of awake time is removed (``None``: never).
+            ``apoptosis_window`` seconds of awake time is removed (``None``: never;
+            one value or one per level).
         apoptosis_window: seconds, see above.
         seed, device, dtype: reproducibility and placement.
     """
@@ -205,17 +218,15 @@ class Config:
         _number("capacity", self.capacity)
         if self.capacity < 1:
             raise ConfigError("capacity", self.capacity, "a number >= 1 (slots per initial block)")
-        if self.mitosis_threshold is not None:
-            _number("mitosis_threshold", self.mitosis_threshold)
+        mitosis = _per_level_optional("mitosis_threshold", self.mitosis_threshold, n)
         _positive("mitosis_window", self.mitosis_window)
         _number("mitosis_noise", self.mitosis_noise)
         if self.mitosis_noise < 0:
             raise ConfigError("mitosis_noise", self.mitosis_noise, "a number >= 0")
-        if self.apoptosis_epsilon is not None:
-            _number("apoptosis_epsilon", self.apoptosis_epsilon)
-            if not 0 < self.apoptosis_epsilon < 1:
-                raise ConfigError("apoptosis_epsilon", self.apoptosis_epsilon,
-                                  "a gate value strictly between 0 and 1")
+        apoptosis = _per_level_optional("apoptosis_epsilon", self.apoptosis_epsilon, n)
+        if any(v is not None and not 0 < v < 1 for v in apoptosis):
+            raise ConfigError("apoptosis_epsilon", self.apoptosis_epsilon,
+                              "gate values strictly between 0 and 1, or None")
         _positive("apoptosis_window", self.apoptosis_window)
         _choice("dtype", self.dtype, DTYPES)
         if not isinstance(self.device, str) or not (
@@ -225,7 +236,7 @@ class Config:
         self._resolved.update(
             dims=dims, taus=taus, periods=tuple(ticks[k] * periods[0] for k in range(n)),
             period_ticks=ticks, gate_a=gate_a, gate_beta=gate_beta, gate_bias=gate_bias,
-            gate_mode=modes,
+            gate_mode=modes, mitosis_threshold=mitosis, apoptosis_epsilon=apoptosis,
         )
 
     # ---- resolved views -------------------------------------------------
@@ -238,7 +249,7 @@ class Config:
         """A per-level field resolved to a tuple of ``K + 1`` values.
 
         ``name`` is one of dims, taus, periods, period_ticks, gate_a, gate_beta,
-        gate_bias, gate_mode.
+        gate_bias, gate_mode, mitosis_threshold, apoptosis_epsilon.
         """
         return self._resolved[name]
 
@@ -258,7 +269,8 @@ class Config:
     @property
     def grows(self) -> bool:
         """Whether the topology may change during a run (morphogenesis configured)."""
-        return self.mitosis_threshold is not None or self.apoptosis_epsilon is not None
+        return any(v is not None for name in ("mitosis_threshold", "apoptosis_epsilon")
+                   for v in self._resolved[name])
 
     @property
     def base_period(self) -> float:

@@ -52,6 +52,33 @@ class GrowthState:
         return cls(hot=zeros, idle=[z.clone() for z in zeros], seen=[0] * config.n_levels, rng=rng)
 
 
+def judge(cfg: Config, growth: GrowthState, k: int, judged: torch.Tensor, F: torch.Tensor,
+          g: torch.Tensor, dt) -> tuple[list[int], list[int]]:
+    """Advance level ``k``'s counters by ``dt`` seconds of awake time; slots due to divide and to die.
+
+    Args:
+        judged: slots that were awake (and alive) ``[C_k]``; the others' counters stand.
+        F, g: each slot's free energy and gate over that time ``[C_k]``.
+        dt: seconds (a number, or ``[C_k]`` per slot).
+
+    Returns:
+        ``(divide, die)``: slot indices whose window is full.  The caller
+        restarts a dividing slot's counter (:func:`split`).
+    """
+    slack = 1e-9 * (float(dt) if not torch.is_tensor(dt) else float(dt.max()))
+    divide, die = [], []
+    threshold, epsilon = cfg.resolved("mitosis_threshold")[k], cfg.resolved("apoptosis_epsilon")[k]
+    if threshold is not None:
+        hot = judged & (F > threshold)
+        growth.hot[k] = torch.where(hot, growth.hot[k] + dt, torch.where(judged, 0.0, growth.hot[k]))
+        divide = (growth.hot[k] >= cfg.mitosis_window - slack).nonzero().flatten().tolist()
+    if epsilon is not None:
+        low = judged & (g < epsilon)
+        growth.idle[k] = torch.where(low, growth.idle[k] + dt, torch.where(judged, 0.0, growth.idle[k]))
+        die = (growth.idle[k] >= cfg.apoptosis_window - slack).nonzero().flatten().tolist()
+    return divide, die
+
+
 def grow(hier, state, k: int, n: int, awake: torch.Tensor) -> None:
     """Judge level ``k``'s blocks at its tick ``n`` and apply mitosis and apoptosis.
 
@@ -63,34 +90,44 @@ def grow(hier, state, k: int, n: int, awake: torch.Tensor) -> None:
     growth.seen[k] = n
     if k == cfg.K or dt <= 0:
         return
-    judged = awake.any(0) & top.alive[k]
     count = awake.sum(0).clamp_min(1).double()
+    F = ((st.surprise - cfg.free_energy_tau * st.entropy).double() * awake).sum(0) / count
+    g = (st.gate.double() * awake).sum(0) / count
+    divide, die = judge(cfg, growth, k, awake.any(0) & top.alive[k], F, g, dt)
     changed = False
-    if cfg.mitosis_threshold is not None:
-        F = ((st.surprise - cfg.free_energy_tau * st.entropy).double() * awake).sum(0) / count
-        hot = judged & (F > cfg.mitosis_threshold)
-        growth.hot[k] = torch.where(hot, growth.hot[k] + dt, torch.where(judged, 0.0, growth.hot[k]))
-        for i in (growth.hot[k] >= cfg.mitosis_window - 1e-9 * dt).nonzero().flatten().tolist():
-            changed |= _divide(hier, state, k, i, n)
-    if cfg.apoptosis_epsilon is not None:
-        g = (st.gate.double() * awake).sum(0) / count
-        low = judged & (g < cfg.apoptosis_epsilon)
-        growth.idle[k] = torch.where(low, growth.idle[k] + dt, torch.where(judged, 0.0, growth.idle[k]))
-        for i in (growth.idle[k] >= cfg.apoptosis_window - 1e-9 * dt).nonzero().flatten().tolist():
-            if bool(top.alive[k][i]):
-                _remove(hier, state, k, i, n)
-                changed = True
+    for i in divide:
+        changed |= _divide(hier, state, k, i, n)
+    for i in die:
+        if bool(top.alive[k][i]):
+            _remove(hier, state, k, i, n)
+            changed = True
     if changed and state.levels[0].pending is not None:
         state.levels[0].pending = None          # the leaves' solve ahead saw the old tree
 
 
-def _divide(hier, state, k: int, i: int, n: int) -> bool:
-    growth, top, cfg = state.growth, state.topology, hier.cfg
-    split = top.split(k, i, hier.t(n))
+def split(growth: GrowthState, top, k: int, i: int, t: float):
+    """:meth:`Topology.split` with the counters restarted; None if no daughter could be made."""
     growth.hot[k][i] = 0.0
-    if split is None:
+    out = top.split(k, i, t)
+    if out is not None:
+        growth.hot[k][out[0]] = growth.idle[k][out[0]] = 0.0
+    return out
+
+
+def remove(growth: GrowthState, top, k: int, i: int) -> list[tuple[int, int]]:
+    """:meth:`Topology.remove` with the removed slots' counters cleared."""
+    gone = top.remove(k, i)
+    for level, slot in gone:
+        growth.hot[level][slot] = growth.idle[level][slot] = 0.0
+    return gone
+
+
+def _divide(hier, state, k: int, i: int, n: int) -> bool:
+    growth, cfg = state.growth, hier.cfg
+    made = split(growth, state.topology, k, i, hier.t(n))
+    if made is None:
         return False
-    j, _moved = split
+    j = made[0]
     st = state.levels[k]
     for name in _COPIED:
         x = getattr(st, name)
@@ -108,14 +145,12 @@ def _divide(hier, state, k: int, i: int, n: int) -> bool:
     if st.memory is not None:
         for name in ("keys", "values", "writes"):
             getattr(st.memory, name)[:, j] = getattr(st.memory, name)[:, i]
-    growth.hot[k][j] = growth.idle[k][j] = 0.0
     hier.events.log(n, "mitosis", level=k, block=i)
     return True
 
 
 def _remove(hier, state, k: int, i: int, n: int) -> None:
-    growth = state.growth
-    for level, slot in state.topology.remove(k, i):
+    for level, slot in remove(state.growth, state.topology, k, i):
         st = state.levels[level]
         for name in _COPIED:
             x = getattr(st, name)
@@ -125,5 +160,4 @@ def _remove(hier, state, k: int, i: int, n: int) -> None:
                 setattr(st, name, x)
         if st.memory is not None:
             st.memory.writes[:, slot] = 0
-        growth.hot[level][slot] = growth.idle[level][slot] = 0.0
         hier.events.log(n, "apoptosis", level=level, block=slot)

@@ -93,7 +93,8 @@ class Run:
 
 def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "multiclock",
              model: RTNModel | None = None, duration: float | None = None, grad: bool = False,
-             soft_gates: bool = False, adjoint: bool = False, progress=None) -> Run:
+             soft_gates: bool = False, adjoint: bool = False, progress=None,
+             topology=None) -> Run:
     """Run an RTN hierarchy on a stream.
 
     Args:
@@ -115,6 +116,9 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
             adjoint (a backward solve) instead of through its steps.
         progress: called as ``progress(t, state)`` after every leaf tick
             (``state.totals[k]`` holds level ``k``'s running ticks, cost and open gates).
+        topology: run on this tree (:class:`~rtnclock.topology.Topology`, a
+            training module's) and leave it unchanged; by default the config's
+            full tree, grown during the run if the config asks for growth.
 
     Returns:
         The :class:`Run`.
@@ -151,7 +155,7 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
     hier = Hierarchy(model, stream, events, stats)
     hier.progress = progress
     hier.soft_gates, hier.adjoint = soft_gates, adjoint
-    state = hier.initial_state(end_n)
+    state = hier.initial_state(end_n, topology)
     if getattr(recorder, "resuming", False):
         state = hier.bind(_resume(recorder, config, events, stream, mode, model, stats, state))
     else:

@@ -103,13 +103,19 @@ class Hierarchy:
         return state
 
     # ---- construction --------------------------------------------------
-    def initial_state(self, end_n: int) -> SimState:
-        """All states zero, every level about to tick at ``n = 0``; only the root active."""
+    def initial_state(self, end_n: int, topology: Topology | None = None) -> SimState:
+        """All states zero, every level about to tick at ``n = 0``; only the root active.
+
+        ``topology``: start from this tree (a training module's), which the run
+        then keeps as it is; by default the config's full tree, grown during
+        the run if the config says so.
+        """
         B, cfg = self.stream.batch, self.cfg
         p = next(self.model.parameters())
         kw = dict(device=p.device, dtype=p.dtype)
         dims, d0 = cfg.resolved("dims"), self.model.out_dim
         levels = []
+        top = Topology.initial(cfg, p.device) if topology is None else topology
         for k in range(cfg.n_levels):
             n_k, d = cfg.slots(k), dims[k]
             up = cfg.input_dim if k == 0 else d0
@@ -127,8 +133,8 @@ class Hierarchy:
             levels.append(st)
         state = SimState(levels=levels, n=0, end_n=end_n,
                          totals={k: dict(cost=0.0, full=0.0) for k in range(cfg.n_levels)},
-                         topology=Topology.initial(cfg, p.device),
-                         growth=GrowthState.initial(cfg, p.device) if cfg.grows else None)
+                         topology=top,
+                         growth=GrowthState.initial(cfg, p.device) if cfg.grows and topology is None else None)
         return self.bind(state)
 
     def t(self, n: int) -> float:

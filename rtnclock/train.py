@@ -29,11 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import morph
 from .config import Config
 from .model import DTYPES, RTNModel
 from .recorder import NullRecorder
 from .simulate import Run, simulate
 from .stream import Stream
+from .topology import Topology
 
 
 @dataclass
@@ -51,6 +53,9 @@ class RTNOutput:
         sparsity: ``1 - cost / full`` of the run (hard gates, as executed).
         gate_open: per level, the fraction of block-ticks with the gate open.
         run: the simulation (events, totals, solver counters).
+        growth: with a growing config, per level ``(awake ticks, gate sum,
+            free-energy sum)`` per slot over awake block-ticks, summed over
+            streams (detached; what :meth:`RTN.grow` judges); else None.
     """
 
     readout: torch.Tensor
@@ -59,6 +64,7 @@ class RTNOutput:
     sparsity: float
     gate_open: list[float]
     run: Run
+    growth: dict | None = None
 
 
 class _Collect(NullRecorder):
@@ -68,9 +74,10 @@ class _Collect(NullRecorder):
     gates (a window never run) are left out.
     """
 
-    def __init__(self, end_n: int):
+    def __init__(self, end_n: int, growth: bool = False):
         self.end_n = end_n
         self.h, self.g, self.n, self.n_g = {}, {}, {}, {}
+        self.growth = {} if growth else None
 
     def record(self, tick) -> None:
         k = tick.level
@@ -81,6 +88,11 @@ class _Collect(NullRecorder):
         if tick.n < self.end_n:
             self.g[k] = tick.gate + self.g[k] if k in self.g else tick.gate
             self.n_g[k] = self.n_g.get(k, 0) + 1
+        if self.growth is not None and tick.awake is not None and tick.n > 0:
+            aw = tick.awake.detach()
+            stats = torch.stack([aw.sum(0), (tick.gate.detach() * aw).sum(0),
+                                 (tick.free_energy.detach() * aw).sum(0)]).double()
+            self.growth[k] = stats + self.growth[k] if k in self.growth else stats
 
 
 class RTN(nn.Module):
@@ -100,15 +112,22 @@ class RTN(nn.Module):
     d_0)`` features.  Sleep is evaluation's even in training, where soft gates
     integrate sleeping blocks for the gradient only, so the readout sees the
     same in both.
+
+    With a growing config (``capacity``, ``mitosis_threshold``,
+    ``apoptosis_epsilon``) the module owns its tree: every forward runs on it
+    unchanged, features come per slot (a block's weighed by its mass, zero for
+    free slots), and :meth:`grow` changes it between steps.
     """
 
     def __init__(self, config: Config, out_dim: int, *, mode: str = "multiclock", adjoint: bool = False):
         super().__init__()
         self.config, self.mode, self.out_dim, self.adjoint = config, mode, out_dim, adjoint
         self.model = RTNModel(config)
+        self.topology = Topology.initial(config, torch.device("cpu"))
+        self.growth = morph.GrowthState.initial(config, torch.device("cpu")) if config.grows else None
         dims = config.resolved("dims")
-        n_K = config.blocks(config.K)
-        n_feat = sum(config.blocks(k) * dims[k] for k in range(config.n_levels)) + n_K * (dims[config.K] + dims[0])
+        n_K = config.slots(config.K)
+        n_feat = sum(config.slots(k) * dims[k] for k in range(config.n_levels)) + n_K * (dims[config.K] + dims[0])
         gen = torch.Generator().manual_seed(config.seed + 1)
         dtype = DTYPES[config.dtype]
         self.readout = nn.Linear(n_feat, out_dim, dtype=dtype)
@@ -119,13 +138,19 @@ class RTN(nn.Module):
     def forward(self, frames) -> RTNOutput:
         """Run on ``frames`` ``[B, F, n_leaves, input_dim]`` (one frame per base period) or a :class:`Stream`."""
         stream = frames if isinstance(frames, Stream) else Stream(frames, self.config.base_period)
-        collect = _Collect(int(math.floor(stream.duration / self.config.base_period + 1e-9)))
+        collect = _Collect(int(math.floor(stream.duration / self.config.base_period + 1e-9)),
+                           growth=self.growth is not None)
+        top = self.topology = self._on(self.topology)
         run = simulate(self.config, stream, model=self.model, recorder=collect, mode=self.mode,
-                       grad=torch.is_grad_enabled(), soft_gates=self.training, adjoint=self.adjoint)
+                       grad=torch.is_grad_enabled(), soft_gates=self.training, adjoint=self.adjoint,
+                       topology=top)
         B = stream.batch
         K = self.config.K
         y_mean = run.state.levels[K].acc_y / run.duration                     # the run's mean y_K
-        feats = [(collect.h[k] / collect.n[k]).reshape(B, -1) for k in range(self.config.n_levels)]
+        feats = [collect.h[k] / collect.n[k] for k in range(self.config.n_levels)]
+        if not top.full:
+            feats = [f * top.mass[k].to(f.dtype).view(1, -1, 1) for k, f in enumerate(feats)]
+        feats = [f.reshape(B, -1) for f in feats]
         feats += [run.final_states()[K].reshape(B, -1), y_mean.reshape(B, -1)]
         gates = [(collect.g[k] / collect.n_g[k]).mean(-1) for k in range(self.config.n_levels)]
         gate_mean = torch.stack(gates)
@@ -140,7 +165,98 @@ class RTN(nn.Module):
         summary = run.summary()
         return RTNOutput(readout=self.readout(torch.cat(feats, -1)), gate_mean=gate_mean,
                          soft_cost=soft * (B / full) if full else soft * 0, sparsity=run.sparsity,
-                         gate_open=[row["gate_open"] for row in summary], run=run)
+                         gate_open=[row["gate_open"] for row in summary], run=run, growth=collect.growth)
+
+    def _on(self, top: Topology) -> Topology:
+        """The tree on the parameters' device (a module moved with ``.to`` carries no plain attributes)."""
+        device = self.readout.weight.device
+        if top.alive[0].device == device:
+            return top
+        moved = Topology(**{**top.__dict__})
+        for name in ("alive", "parent", "role", "mass", "ids", "born", "fields"):
+            setattr(moved, name, [None if x is None else x.to(device) for x in getattr(top, name)])
+        moved.field = top.field.to(device)
+        moved.refresh()
+        return moved
+
+    # ---- growth between training steps ---------------------------------
+    def grow(self, out: RTNOutput, optimizer: torch.optim.Optimizer | None = None,
+             t: float = 0.0) -> list[tuple[str, int, int]]:
+        """Judge the blocks on ``out`` (the last forward) and apply mitosis and apoptosis.
+
+        Counters advance by each block's awake time in that forward (seconds per
+        stream), so windows are in simulated seconds summed over steps, as in a
+        run.  A daughter gets her mother's readout columns (features are
+        mass-weighed, so while the two are alike the readout is unchanged) and
+        their optimizer state; a removed block's columns and state are zeroed.
+        Under ``torch.distributed`` the statistics are summed over processes
+        first, so every process grows the same tree.
+
+        Args:
+            out: the forward pass just trained on.
+            optimizer: whose per-parameter state to remap (Adam's moments).
+            t: the birth time to record (the trainer passes its step count).
+
+        Returns:
+            ``(kind, level, slot)`` of each change (``mitosis`` names the mother).
+        """
+        if self.growth is None or out.growth is None:
+            return []
+        cfg, top = self.config, self.topology
+        stats = {k: v.clone() for k, v in out.growth.items()}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for k in sorted(stats):
+                torch.distributed.all_reduce(stats[k])
+            streams = torch.tensor(float(out.readout.shape[0]))
+            torch.distributed.all_reduce(streams)
+            B = float(streams)
+        else:
+            B = float(out.readout.shape[0])
+        periods = cfg.resolved("periods")
+        changes = []
+        for k in range(cfg.K):
+            if k not in stats:
+                continue
+            ticks, g_sum, F_sum = (x.to(top.mass[k].device) for x in stats[k])
+            count = ticks.clamp_min(1)
+            dt = ticks * periods[k] / B                        # awake seconds per stream
+            divide, die = morph.judge(cfg, self.growth, k, (ticks > 0) & top.alive[k], F_sum / count,
+                                      g_sum / count, dt)
+            for i in divide:
+                made = morph.split(self.growth, top, k, i, t)
+                if made is not None:
+                    self._copy_columns(k, i, made[0], optimizer)
+                    changes.append(("mitosis", k, i))
+            for i in die:
+                if bool(top.alive[k][i]):
+                    for level, slot in morph.remove(self.growth, top, k, i):
+                        self._copy_columns(level, None, slot, optimizer)
+                        changes.append(("apoptosis", level, slot))
+        return changes
+
+    def _copy_columns(self, k: int, src: int | None, dst: int, optimizer) -> None:
+        """Readout columns (and their optimizer state) of slot ``dst`` := slot ``src``'s, or 0."""
+        dims = self.config.resolved("dims")
+        start = sum(self.config.slots(l) * dims[l] for l in range(k))
+        cols = slice(start + dst * dims[k], start + (dst + 1) * dims[k])
+        w = self.readout.weight
+        tensors = [w.data]
+        if optimizer is not None:
+            tensors += [v for v in optimizer.state.get(w, {}).values()
+                        if torch.is_tensor(v) and v.shape == w.shape]
+        for x in tensors:
+            if src is None:
+                x[:, cols] = 0
+            else:
+                x[:, cols] = x[:, start + src * dims[k]:start + (src + 1) * dims[k]]
+
+    def tree_state(self) -> dict:
+        """The tree and its growth counters (checkpoints keep them beside the state dict)."""
+        return {"topology": self.topology, "growth": self.growth}
+
+    def load_tree_state(self, state: dict) -> None:
+        """Restore what :meth:`tree_state` gave."""
+        self.topology, self.growth = state["topology"], state["growth"]
 
 
 def gate_penalty(out: RTNOutput, weights=None) -> torch.Tensor:

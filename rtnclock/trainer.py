@@ -150,9 +150,13 @@ def fit(rtn: RTN, train: tuple, test: tuple, options: TrainOptions, *, out_dir=N
             opt.zero_grad()
             loss.backward()                     # under DDP: gradients averaged over the processes
             opt.step()
+            out = getattr(replica, "module", replica).out
             # The gate-open rate per step (seed 002's U-shape), this process's shard.
             steps.append(dict(step=len(steps) + 1, epoch=epoch + 1, loss=float(loss.detach()),
-                              gate_open=getattr(replica, "module", replica).out.gate_open))
+                              gate_open=out.gate_open))
+            if rtn.growth is not None:          # a growing tree changes between steps
+                changes = rtn.grow(out, opt, t=len(steps))
+                steps[-1].update(blocks=list(rtn.topology.n_alive), changes=[list(c) for c in changes])
             if progress is not None and rank == 0:
                 progress(epoch + 1, i // options.batch_size + 1, math.ceil(len(y) / options.batch_size),
                          steps[-1]["loss"])
@@ -243,7 +247,7 @@ def _save(out_dir: Path, rtn: RTN, opt, epoch: int, options: TrainOptions, histo
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     ckpt = dict(config=rtn.config.to_dict(), out_dim=rtn.out_dim, mode=rtn.mode, adjoint=rtn.adjoint,
-                model=rtn.state_dict(),
+                model=rtn.state_dict(), tree=rtn.tree_state(),
                 optimizer=opt.state_dict(), epoch=epoch, options=asdict(options), history=history,
                 steps=steps, scenario=scenario)
     partial = out_dir / (CHECKPOINT + ".partial")
@@ -263,6 +267,8 @@ def load(path) -> tuple[RTN, dict]:
         rtn = RTN(Config.from_dict(ckpt["config"]), ckpt["out_dim"], mode=ckpt["mode"],
                   adjoint=ckpt.get("adjoint", False))
         rtn.load_state_dict(ckpt["model"])
+        if "tree" in ckpt:
+            rtn.load_tree_state(ckpt["tree"])
     except (KeyError, RuntimeError, EOFError, ValueError) as err:
         raise ConfigError("checkpoint", str(path), f"a readable rtnclock checkpoint ({err})") from None
     return rtn, ckpt

@@ -37,6 +37,7 @@ BAD = [
     ("mitosis_window", 0.0, "> 0"),
     ("mitosis_noise", -0.1, ">= 0"),
     ("apoptosis_epsilon", 1.0, "strictly between 0 and 1"),
+    ("apoptosis_epsilon", [0.1, None], "K+1 = 3"),
     ("apoptosis_window", -1.0, "> 0"),
     ("seed", -1, "integer >= 0"),
     ("device", "tpu", "'cpu'"),

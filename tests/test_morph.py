@@ -235,3 +235,68 @@ def test_cli_plot_topology_draws_a_growing_run_and_refuses_a_fixed_one(tmp_path,
     assert main(["plot", str(tmp_path / "f.zarr"), "--kind", "topology"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not configured to grow" in err
+
+
+# ---- growth in training ----------------------------------------------------------------
+
+def _task(cfg, n=8, frames=13, seed=0):
+    """Random streams labelled by the sign of one leaf's mean input: a learnable toy task."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, frames, cfg.blocks(0), cfg.input_dim, generator=g, dtype=torch.float64)
+    y = (x[:, :, 0, 0].mean(1) > 0).long()
+    return x, y
+
+
+def test_a_leaf_split_in_training_keeps_the_readout_and_remaps_adam():
+    """Leaf daughters hear their mothers' input from the same zero start, and features are
+    mass-weighed: with copied readout columns the output is unchanged (to the solver's
+    tolerance: more rows change the adaptive steps' error norm)."""
+    from rtnclock import RTN
+    cfg = test_config(gate_mode=("closed", "open", "open"), capacity=2.0,
+                      mitosis_threshold=(-1e9, None, None), mitosis_window=0.05)
+    rtn = RTN(cfg, 2)
+    x, y = _task(cfg)
+    opt = torch.optim.Adam(rtn.parameters(), lr=1e-2)
+    out = rtn(x)
+    torch.nn.functional.cross_entropy(out.readout, y).backward()
+    opt.step()
+    rtn.eval()
+    with torch.no_grad():
+        before = rtn(x).readout
+    changes = rtn.grow(out, opt, t=1)
+    assert changes == [("mitosis", 0, i) for i in range(4)]
+    assert rtn.topology.n_alive == [8, 2, 1]
+    with torch.no_grad():
+        after = rtn(x).readout
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-8)
+    d = cfg.resolved("dims")[0]
+    w, m = rtn.readout.weight, opt.state[rtn.readout.weight]["exp_avg"]
+    for i in range(4):
+        for t in (w, m):
+            torch.testing.assert_close(t[:, (4 + i) * d:(5 + i) * d], t[:, i * d:(i + 1) * d], rtol=0, atol=0)
+
+
+def test_training_continues_across_a_structural_change_and_the_loss_keeps_falling():
+    from rtnclock import RTN
+    cfg = test_config(capacity=2.0, gate_bias=2.0, mitosis_threshold=(None, -1e9, None), mitosis_window=0.2,
+                      rtol=1e-6, atol=1e-8)
+    rtn = RTN(cfg, 2)
+    x, y = _task(cfg)
+    opt = torch.optim.Adam(rtn.parameters(), lr=0.05)
+    losses, changed_at = [], None
+    for step in range(1, 31):
+        rtn.train()
+        out = rtn(x)
+        loss = torch.nn.functional.cross_entropy(out.readout, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if rtn.grow(out, opt, t=step) and changed_at is None:
+            changed_at = step
+    # 0.12 s of level-1 awake time per forward (ticks at 0.04, 0.08, 0.12 s): the 0.2 s
+    # window fills in the second step.
+    assert changed_at == 2 and rtn.topology.n_alive == [4, 4, 1]
+    after = losses[changed_at:]
+    assert after[-1] < 0.5 * after[0], f"loss after the split: {after}"
+    assert min(after[-5:]) < min(losses[:changed_at])
