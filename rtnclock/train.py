@@ -53,9 +53,10 @@ class RTNOutput:
         sparsity: ``1 - cost / full`` of the run (hard gates, as executed).
         gate_open: per level, the fraction of block-ticks with the gate open.
         run: the simulation (events, totals, solver counters).
-        growth: with a growing config, per level ``(awake ticks, gate sum,
-            free-energy sum)`` per slot over awake block-ticks, summed over
-            streams (detached; what :meth:`RTN.grow` judges); else None.
+        growth: with a growing config, per level ``(awake seconds, gate x
+            seconds, free energy x seconds)`` per slot over the windows each
+            block was awake, summed over streams (detached; what
+            :meth:`RTN.grow` judges); else None.
     """
 
     readout: torch.Tensor
@@ -74,10 +75,11 @@ class _Collect(NullRecorder):
     gates (a window never run) are left out.
     """
 
-    def __init__(self, end_n: int, growth: bool = False):
-        self.end_n = end_n
+    def __init__(self, end_n: int, base_period: float, growth: bool = False):
+        self.end_n, self.base_period = end_n, base_period
         self.h, self.g, self.n, self.n_g = {}, {}, {}, {}
         self.growth = {} if growth else None
+        self.last_n: dict[int, int] = {}
 
     def record(self, tick) -> None:
         k = tick.level
@@ -88,10 +90,13 @@ class _Collect(NullRecorder):
         if tick.n < self.end_n:
             self.g[k] = tick.gate + self.g[k] if k in self.g else tick.gate
             self.n_g[k] = self.n_g.get(k, 0) + 1
-        if self.growth is not None and tick.awake is not None and tick.n > 0:
-            aw = tick.awake.detach()
+        if self.growth is not None and tick.awake is not None:
+            # Weighed by the window each tick closes: escalations make short ones.
+            dt = (tick.n - self.last_n.get(k, 0)) * self.base_period
+            self.last_n[k] = tick.n
+            aw = tick.awake.detach().double() * dt
             stats = torch.stack([aw.sum(0), (tick.gate.detach() * aw).sum(0),
-                                 (tick.free_energy.detach() * aw).sum(0)]).double()
+                                 (tick.free_energy.detach() * aw).sum(0)])
             self.growth[k] = stats + self.growth[k] if k in self.growth else stats
 
 
@@ -139,7 +144,7 @@ class RTN(nn.Module):
         """Run on ``frames`` ``[B, F, n_leaves, input_dim]`` (one frame per base period) or a :class:`Stream`."""
         stream = frames if isinstance(frames, Stream) else Stream(frames, self.config.base_period)
         collect = _Collect(int(math.floor(stream.duration / self.config.base_period + 1e-9)),
-                           growth=self.growth is not None)
+                           self.config.base_period, growth=self.growth is not None)
         top = self.topology = self._on(self.topology)
         run = simulate(self.config, stream, model=self.model, recorder=collect, mode=self.mode,
                        grad=torch.is_grad_enabled(), soft_gates=self.training, adjoint=self.adjoint,
@@ -212,16 +217,14 @@ class RTN(nn.Module):
             B = float(streams)
         else:
             B = float(out.readout.shape[0])
-        periods = cfg.resolved("periods")
         changes = []
         for k in range(cfg.K):
             if k not in stats:
                 continue
-            ticks, g_sum, F_sum = (x.to(top.mass[k].device) for x in stats[k])
-            count = ticks.clamp_min(1)
-            dt = ticks * periods[k] / B                        # awake seconds per stream
-            divide, die = morph.judge(cfg, self.growth, k, (ticks > 0) & top.alive[k], F_sum / count,
-                                      g_sum / count, dt)
+            seconds, g_sum, F_sum = (x.to(top.mass[k].device) for x in stats[k])
+            span = seconds.clamp_min(1e-300)
+            divide, die = morph.judge(cfg, self.growth, k, (seconds > 0) & top.alive[k], F_sum / span,
+                                      g_sum / span, seconds / B)     # awake seconds per stream
             for i in divide:
                 made = morph.split(self.growth, top, k, i, t)
                 if made is not None:

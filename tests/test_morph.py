@@ -300,3 +300,27 @@ def test_training_continues_across_a_structural_change_and_the_loss_keeps_fallin
     after = losses[changed_at:]
     assert after[-1] < 0.5 * after[0], f"loss after the split: {after}"
     assert min(after[-5:]) < min(losses[:changed_at])
+
+
+def test_training_resume_across_a_structural_change_equals_an_uninterrupted_run(tmp_path, capsys):
+    """`rtnclock train --resume` of a growing tree: the checkpoint keeps the tree and its
+    counters, so the resumed run grows and trains exactly as the uninterrupted one."""
+    from rtnclock.cli import main
+    from rtnclock.trainer import load
+    from tests.test_trainer import SMALL
+    grow = ["--set", "capacity=2", "--set", "mitosis_threshold=[None, -10, None]",
+            "--set", "mitosis_window=0.25"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main(["train", *SMALL, *grow, "--epochs", "2", "--out", str(whole)]) == 0
+    assert main(["train", *SMALL, *grow, "--epochs", "1", "--out", str(parts)]) == 0
+    assert main(["train", "--resume", "--epochs", "2", "--out", str(parts)]) == 0
+    steps = (whole / "steps.jsonl").read_text()
+    assert steps == (parts / "steps.jsonl").read_text()
+    # 0.07 s of level-1 awake time per step (8 rows): the 0.25 s window fills at step 4, in epoch 2.
+    changed = [line for line in steps.splitlines() if '"changes": [[' in line]
+    assert len(changed) == 1 and '"step": 4, "epoch": 2' in changed[0]
+    (a, _), (b, _) = load(whole), load(parts)
+    assert a.topology.n_alive == b.topology.n_alive == [4, 4, 1]
+    assert all(torch.equal(x, y) for x, y in zip(a.topology.parent, b.topology.parent))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
