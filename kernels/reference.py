@@ -53,3 +53,54 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
     a = (w[:, :M].unsqueeze(1) @ mem_v).squeeze(1) + (w_pad @ values)[stream, pos]  # [N, d]
     entropy = -(w * logw.nan_to_num(neginf=0.0)).sum(-1)
     return a, entropy
+
+
+def leaf_step(x: torch.Tensor, u: torch.Tensor, prior: torch.Tensor, W_rec: torch.Tensor,
+              W_in: torch.Tensor, W_p: torch.Tensor, c: torch.Tensor, R: torch.Tensor,
+              S: torch.Tensor, x_bar: torch.Tensor, demand: torch.Tensor, a, beta, bias,
+              tau: float, dt: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One fused leaf step: inertial core, prediction of the block-spin, surprise and gate.
+
+    Defines what a fused kernel must compute::
+
+        z     = x W_rec^T + u W_in^T + prior W_p^T + c
+        x_new = x + (dt / tau) (tanh(z) - x)         # one explicit Euler step
+        x_hat = x_new R^T + prior S^T                 # coarse path's prediction of x_bar
+        e     = mean((x_bar - x_hat)^2, -1)           # surprise
+        g     = sigmoid(a e + beta demand + bias)     # thermodynamic gate
+
+    Args:
+        x, prior: leaf states and the parent's prior ``[B, n, d]``.
+        u: sensory input ``[B, n, d_in]``.
+        W_rec, W_p: ``[d, d]``; W_in: ``[d, d_in]``; c: ``[d]``.
+        R, S: readouts predicting the block-spin, ``[d_in, d]`` each.
+        x_bar: block-spin of the receptive field's input ``[B, n, d_in]``.
+        demand: the parent's gate ``[B, n]``.
+        a, beta, bias: gate law (numbers or 0-d tensors).
+        tau, dt: time constant and step, seconds.
+
+    Returns:
+        ``(x_new [B, n, d], e [B, n], g [B, n])``.
+    """
+    z = x @ W_rec.T + u @ W_in.T + prior @ W_p.T + c                     # [B, n, d]
+    x_new = x + (dt / tau) * (torch.tanh(z) - x)
+    x_hat = x_new @ R.T + prior @ S.T                                    # [B, n, d_in]
+    e = (x_bar - x_hat).square().mean(-1)                                # [B, n]
+    g = torch.sigmoid(a * e + beta * demand + bias)
+    return x_new, e, g
+
+
+def leaf_vector_field(h: torch.Tensor, drive: torch.Tensor, W_h: torch.Tensor,
+                      tau: float) -> torch.Tensor:
+    """The leaves' right-hand side at one solver stage: ``(tanh(h W_h^T + drive) - h) / tau``.
+
+    Args:
+        h: states, rows ``[R, d]``.
+        drive: everything else entering the cell (input, prior, bias), ``[R, d]``.
+        W_h: recurrent weights ``[d, d]``.
+        tau: time constant, seconds.
+
+    Returns:
+        ``dh/dt``, ``[R, d]``.
+    """
+    return (torch.tanh(torch.addmm(drive, h, W_h.T)) - h) / tau

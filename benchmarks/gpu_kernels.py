@@ -1,0 +1,256 @@
+"""Fused Triton leaf kernels against plain torch on a CUDA GPU.
+
+Three tables:
+
+1. device-to-device copy bandwidth (read + write), the roofline of the leaf step;
+2. leaf step (``kernels.reference.leaf_step``) at ``B = 1`` and ``n`` leaves:
+   eager reference, ``torch.compile(reference)`` and the fused Triton kernel;
+   bandwidth counts what must move: ``x, u, prior, x_bar, demand`` in and
+   ``x_new, e, g`` out, as a percentage of the measured copy;
+3. gated attention at ``n`` leaves (``B = 1``, no ring buffer unless said) with a
+   fraction of the gates open, each path from all queries ``[1, n, d]`` and the
+   gate mask to the output ``[1, n, d]``: dense SDPA over all ``n`` leaves
+   (ignores the gate), compaction + SDPA + scatter (no entropy: SDPA does not
+   give the weights), and compaction + fused Triton (output and entropy) + scatter,
+   also with an ``M = 8`` ring buffer (gathered per open leaf, as ``LeafCore.attend``
+   does); times as a percentage of dense.
+
+Timings are medians over repeats (CUDA events, after warm-up; calls shorter than
+about 2 ms are batched between two events). The whole run takes a few minutes
+on an H100; ``--quick`` uses tiny sizes. ``--device cpu`` (with
+``TRITON_INTERPRET=1`` set) runs the same code through Triton's interpreter, to
+debug the script, not to time anything.
+
+    .venv/bin/python benchmarks/gpu_kernels.py [--quick] [--dtype float32] [--precision ieee]
+    TRITON_INTERPRET=1 .venv/bin/python benchmarks/gpu_kernels.py --device cpu --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from benchmarks.tables import table  # noqa: E402
+from rtnclock.kernels import reference  # noqa: E402
+
+STEP_LEAVES = [1_000, 10_000, 100_000, 1_000_000, 4_000_000]
+ATTN_LEAVES = [1_024, 4_096, 16_384, 65_536, 262_144]
+OPEN = [0.01, 0.1, 0.5, 1.0]
+QUICK_STEP, QUICK_ATTN = [1_000, 5_000], [256, 1_024]
+
+
+class Timer:
+    """Median time of a call in seconds: CUDA events on a GPU, the wall clock on CPU."""
+
+    def __init__(self, device: torch.device, budget_s: float):
+        self.cuda = device.type == "cuda"
+        self.budget_s = budget_s
+
+    def _sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def _once(self, fn, inner: int) -> float:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3 / inner
+        began = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - began) / inner
+
+    def __call__(self, fn) -> float:
+        fn()                                                  # compile / autotune / allocate
+        self._sync()
+        first = self._once(fn, 1)
+        # Batch short calls so that event resolution and launch jitter do not dominate.
+        inner = max(1, math.ceil(2e-3 / max(first, 1e-7))) if self.cuda else 1
+        repeats = int(min(25, max(5, self.budget_s / max(first * inner, 1e-7))))
+        return statistics.median(self._once(fn, inner) for _ in range(repeats))
+
+
+def _time(timer: Timer, fn, what: str) -> float:
+    """``timer(fn)``, or NaN (and one line saying why) where the path cannot run."""
+    if fn is None:
+        return float("nan")
+    try:
+        return timer(fn)
+    except (RuntimeError, torch.OutOfMemoryError) as err:
+        print(f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        return float("nan")
+
+
+def _copy_bandwidth(timer: Timer, device, quick: bool) -> float:
+    """Bytes per second of ``dst.copy_(src)`` (read + write) over a buffer much larger than L2."""
+    n = (1 << 20) if quick else (1 << 28)                    # 1 GiB of float32 on the GPU
+    src = torch.empty(n, device=device)
+    dst = torch.empty_like(src)
+    t = timer(lambda: dst.copy_(src))
+    bw = 2 * src.numel() * src.element_size() / t
+    table(["buffer (MiB)", "time (ms)", "copy bandwidth (GB/s)"],
+          [[src.numel() * src.element_size() >> 20, t * 1e3, bw / 1e9]])
+    return bw
+
+
+def _step_args(n: int, d: int, dtype, device) -> tuple:
+    """Positional ``leaf_step`` arguments for ``B = 1``, ``n`` leaves, ``d_in = d``."""
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def r(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, device=device, dtype=dtype) * scale
+
+    w = d ** -0.5
+    x, u, prior, x_bar = r(1, n, d), r(1, n, d), r(1, n, d), r(1, n, d)
+    demand = torch.rand(1, n, generator=g, device=device, dtype=dtype)
+    W_rec, W_in, W_p, R, S = (r(d, d, scale=w) for _ in range(5))
+    return (x, u, prior, W_rec, W_in, W_p, r(d, scale=0.1), R, S, x_bar, demand,
+            1.7, 0.8, -0.3, 0.05, 0.01)
+
+
+def _leaf_step_table(timer, fused, copy_bw, sizes, dtype, device, precision, compiled) -> None:
+    """Table 2: eager, compiled and fused leaf step; d_in = d."""
+    rows = []
+    for d in (32, 64):
+        for n in sizes:
+            args = _step_args(n, d, dtype, device)
+            # in: x, u, prior, x_bar (d each), demand; out: x_new (d), e, g
+            moved = n * ((4 * d + 1) + (d + 2)) * torch.finfo(dtype).bits // 8
+            row = [n, d]
+            for fn in (lambda: reference.leaf_step(*args),
+                       (lambda: compiled(*args)) if compiled else None,
+                       lambda: fused.leaf_step(*args, input_precision=precision)):
+                t = _time(timer, fn, f"leaf step n={n} d={d}")
+                row += [t * 1e3, 100 * moved / t / copy_bw]
+            # A fast wrong kernel is no result: its largest deviation from eager.
+            want = reference.leaf_step(*args)
+            got = fused.leaf_step(*args, input_precision=precision)
+            rows.append(row + [max(float((a - b).abs().max()) for a, b in zip(got, want))])
+    table(["n leaves", "d", "eager (ms)", "eager (% copy)", "compiled (ms)", "compiled (% copy)",
+           "fused (ms)", "fused (% copy)", "max |fused - eager|"], rows)
+
+
+def _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v, mem_valid, precision):
+    """The three gated paths; each returns ``[1, n, d]`` (and entropy where it has one)."""
+
+    def compact_sdpa():
+        b, i = open_.nonzero(as_tuple=True)
+        out = F.scaled_dot_product_attention(q_all[b, i].unsqueeze(0), keys, values)[0]
+        return torch.zeros_like(q_all).index_put((b, i), out)
+
+    def fused_path(with_memory: bool):
+        b, i = open_.nonzero(as_tuple=True)
+        M = mem_k.shape[2] if with_memory else 0
+        mk, mv, mval = mem_k[b, i, :M], mem_v[b, i, :M], mem_valid[b, i, :M]
+        a, h = fused.leaf_attention(q_all[b, i], b, mk, mv, mval, keys, values,
+                                    keys.shape[-1] ** 0.5, input_precision=precision)
+        return (torch.zeros_like(q_all).index_put((b, i), a),
+                torch.zeros(open_.shape, device=a.device, dtype=a.dtype).index_put((b, i), h))
+
+    return compact_sdpa, lambda: fused_path(False), lambda: fused_path(True)
+
+
+def _dense_backends(device):
+    # Never the math backend: it materialises n x n and runs out of memory at large n.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if device.type != "cuda":
+        return sdpa_kernel([SDPBackend.MATH])
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.CUDNN_ATTENTION])
+
+
+def _attention_table(timer, fused, sizes, dtype, device, precision, d=32, M=8) -> None:
+    """Table 3: gated attention paths as a percentage of dense SDPA."""
+    rows = []
+    for n in sizes:
+        g = torch.Generator(device=device).manual_seed(n)
+        q_all, keys, values, mem_k, mem_v = (
+            torch.randn(*shape, generator=g, device=device, dtype=dtype)
+            for shape in [(1, n, d)] * 3 + [(1, n, M, d)] * 2)
+        mem_valid = torch.ones(1, n, M, dtype=torch.bool, device=device)
+        with _dense_backends(device):
+            dense = _time(timer, lambda: F.scaled_dot_product_attention(q_all, keys, values),
+                          f"dense SDPA n={n}")
+            for frac in OPEN:
+                open_ = torch.rand(1, n, generator=g, device=device) < frac
+                open_[0, 0] = True                            # SDPA kernels reject 0 queries
+                row = [n, f"{100 * frac:g}%", int(open_.sum()), dense * 1e3]
+                for fn in _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v,
+                                           mem_valid, precision):
+                    t = _time(timer, fn, f"attention n={n} open={frac}")
+                    row += [t * 1e3, 100 * t / dense]
+                paths = _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v,
+                                         mem_valid, precision)
+                rows.append(row + [float((paths[0]() - paths[1]()[0]).abs().max())])
+    table(["n leaves", "open", "N open", "dense SDPA (ms)", "compact+SDPA (ms)", "(% dense)",
+           "fused (ms)", "(% dense)", f"fused M={M} (ms)", "(% dense)", "max |fused - SDPA|"], rows)
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (checks the script)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="cpu: Triton's interpreter (set TRITON_INTERPRET=1), for debugging")
+    p.add_argument("--dtype", default="float32",
+                   choices=["float32", "float16", "bfloat16", "float64"])
+    p.add_argument("--precision", default="ieee", choices=["ieee", "tf32", "tf32x3"],
+                   help="float32 matmuls in the fused kernels")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = _parse()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("benchmarks/gpu_kernels.py needs a CUDA GPU (none found); "
+              "to debug it on CPU: TRITON_INTERPRET=1 ... --device cpu --quick")
+        return 0
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        print("--device cpu runs Triton's interpreter: set TRITON_INTERPRET=1 before starting")
+        return 2
+    try:
+        import triton
+
+        from rtnclock.kernels import triton_leaf
+    except ImportError:
+        print("benchmarks/gpu_kernels.py needs triton (pip install triton==3.9.0)")
+        return 0
+    dtype = getattr(torch, args.dtype)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (Triton interpreter)"
+    print(f"{name}; torch {torch.__version__}, triton {triton.__version__}; {args.dtype}, "
+          f"fused matmuls {args.precision}\n")
+    timer = Timer(device, budget_s=0.05 if args.quick else 0.5)
+    print("Device-to-device copy")
+    copy_bw = _copy_bandwidth(timer, device, args.quick)
+    compiled = None
+    if not args.no_compile:
+        # dynamic: one compilation serves every n and d instead of one per shape.
+        compiled = torch.compile(reference.leaf_step, dynamic=True)
+    with torch.no_grad():
+        print("Leaf step, B = 1, d_in = d (time per call; bandwidth of the bytes that must move)")
+        _leaf_step_table(timer, triton_leaf, copy_bw, QUICK_STEP if args.quick else STEP_LEAVES,
+                         dtype, device, args.precision, compiled)
+        print("Gated attention, B = 1, d = 32 (compaction to the open queries and scatter "
+              "included; % of dense SDPA over all n)")
+        _attention_table(timer, triton_leaf, QUICK_ATTN if args.quick else ATTN_LEAVES, dtype,
+                         device, args.precision)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

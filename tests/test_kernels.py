@@ -1,0 +1,249 @@
+"""Fused leaf kernels (Triton) against the plain-torch reference.
+
+Two groups: Triton's interpreter on CPU tensors (small sizes; skipped without
+triton), and compiled kernels on CUDA (``gpu`` marker; skipped without CUDA).
+The truth is always ``reference`` in float64 on the same (rounded) inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtnclock import kernels
+from rtnclock.kernels import reference
+
+# (atol, rtol) of a fused kernel in this dtype against the float64 reference.
+TOL = {
+    # Same sums in another order (tiles, online softmax): rounding only.
+    torch.float64: (1e-12, 1e-10),
+    # Rounding, plus approximate exp on the GPU and an exp-based tanh (abs. error ~eps).
+    torch.float32: (2e-5, 1e-4),
+    # Outputs are stored in 11 bits, and x_new / the softmax weights are rounded
+    # to it before the next matmul, as the reference in that dtype does.
+    torch.float16: (1e-2, 1e-2),
+    # 8 bits: the same, 8x coarser.
+    torch.bfloat16: (6e-2, 6e-2),
+}
+
+
+def _close(actual, expected, dtype):
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=rtol)
+
+
+def _randn(gen, *shape, scale=1.0):
+    return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
+
+
+def _step_inputs(gen, B, n, d, d_in):
+    """``leaf_step`` arguments in float64, scaled so that ``z`` and ``e`` are O(1)."""
+    w, wi = d ** -0.5, d_in ** -0.5
+    return dict(x=_randn(gen, B, n, d), u=_randn(gen, B, n, d_in), prior=_randn(gen, B, n, d),
+                W_rec=_randn(gen, d, d, scale=w), W_in=_randn(gen, d, d_in, scale=wi),
+                W_p=_randn(gen, d, d, scale=w), c=_randn(gen, d, scale=0.1),
+                R=_randn(gen, d_in, d, scale=w), S=_randn(gen, d_in, d, scale=w),
+                x_bar=_randn(gen, B, n, d_in),
+                demand=torch.rand(B, n, generator=gen, dtype=torch.float64),
+                a=1.7, beta=0.8, bias=-0.3, tau=0.05, dt=0.01)
+
+
+def _attention_inputs(gen, B, n, d, M, open_fraction):
+    """``leaf_attention`` arguments as ``LeafCore.attend`` builds them (float64)."""
+    open_ = torch.rand(B, n, generator=gen) < open_fraction
+    b, i = open_.nonzero(as_tuple=True)                       # sorted by stream
+    writes = torch.randint(0, M + 3, (B, n), generator=gen)  # some buffers empty, some full
+    valid = torch.arange(M) < writes.clamp(max=M).unsqueeze(-1)  # [B, n, M]
+    return dict(q=_randn(gen, len(b), d), stream=b,
+                mem_k=_randn(gen, B, n, M, d)[b, i], mem_v=_randn(gen, B, n, M, d)[b, i],
+                mem_valid=valid[b, i], keys=_randn(gen, B, n, d), values=_randn(gen, B, n, d),
+                temperature=d ** 0.5)
+
+
+def _cast(args, dtype, device="cpu"):
+    return {k: v.to(device, dtype) if torch.is_tensor(v) and v.is_floating_point()
+            else v.to(device) if torch.is_tensor(v) else v for k, v in args.items()}
+
+
+def _check_step(mod, args, dtype, device="cpu", **kw):
+    args = _cast(args, dtype, device)
+    got = mod.leaf_step(**args, **kw)
+    want = reference.leaf_step(**_cast(args, torch.float64, device))
+    for g, w in zip(got, want):
+        assert g.dtype == dtype and g.shape == w.shape
+        _close(g, w, dtype)
+
+
+def _check_attention(mod, args, dtype, device="cpu", **kw):
+    args = _cast(args, dtype, device)
+    a, h = mod.leaf_attention(**args, **kw)
+    a_ref, h_ref = reference.leaf_attention(**_cast(args, torch.float64, device))
+    assert a.shape == a_ref.shape and h.shape == h_ref.shape and a.dtype == dtype
+    _close(a, a_ref, dtype)
+    _close(h, h_ref, dtype)
+
+
+def _check_vector_field(mod, gen, R, d, dtype, device="cpu", **kw):
+    h, drive = _randn(gen, R, d).to(device, dtype), _randn(gen, R, d).to(device, dtype)
+    W = _randn(gen, d, d, scale=d ** -0.5).to(device, dtype)
+    got = mod.leaf_vector_field(h, drive, W, 0.3, **kw)
+    _close(got, reference.leaf_vector_field(h.double(), drive.double(), W.double(), 0.3), dtype)
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def test_get_returns_the_reference_on_cpu():
+    for name in ("leaf_attention", "leaf_step", "leaf_vector_field"):
+        assert kernels.get(name, "cpu") is getattr(reference, name)
+    with pytest.raises(KeyError, match="no leaf kernel named 'nope'"):
+        kernels.get("nope", "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only install")
+def test_get_falls_back_to_the_reference_without_cuda():
+    assert kernels.get("leaf_step", "cuda") is reference.leaf_step
+
+
+# ---------------------------------------------------------------- interpreter (CPU)
+
+
+# Triton 3.9 chooses interpreter or compiler when ``@triton.jit`` runs, for its own
+# tl.sum/tl.max too, that is when triton is imported: TRITON_INTERPRET=1 must be
+# set before the process imports triton. So the ``*_interpreted`` tests run in a
+# child pytest started with it, and the variable never reaches this process.
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def test_triton_interpreter_subprocess():
+    """Run this file's ``*_interpreted`` tests in a child pytest under TRITON_INTERPRET=1."""
+    pytest.importorskip("triton")
+    if INTERPRETING:
+        pytest.skip("TRITON_INTERPRET=1 here: the interpreted tests run in this process")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+           "-k", "interpreted", "-m", "not slow and not gpu"]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def interp():
+    """``triton_leaf`` under the interpreter (only in the child of the test above)."""
+    if not INTERPRETING:
+        pytest.skip("runs under TRITON_INTERPRET=1 in test_triton_interpreter_subprocess")
+    pytest.importorskip("triton")
+    from rtnclock.kernels import triton_leaf
+
+    assert triton_leaf.INTERPRETED
+    return triton_leaf
+
+
+@pytest.mark.parametrize("B, n, d, d_in, block", [
+    (1, 37, 8, 8, 16),       # n not a multiple of the block; d padded to 16
+    (2, 21, 32, 12, 16),     # B > 1, d_in not a power of two
+    (3, 40, 32, 32, None),   # default block: one partial program
+])
+def test_leaf_step_interpreted(interp, B, n, d, d_in, block):
+    args = _step_inputs(torch.Generator().manual_seed(n), B, n, d, d_in)
+    _check_step(interp, args, torch.float64, block_rows=block)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_leaf_step_interpreted_low_precision(interp, dtype):
+    _check_step(interp, _step_inputs(torch.Generator().manual_seed(1), 2, 19, 32, 16), dtype,
+                block_rows=16)
+
+
+@pytest.mark.parametrize("R, d", [(1, 8), (37, 8), (50, 32)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_leaf_vector_field_interpreted(interp, R, d, dtype):
+    _check_vector_field(interp, torch.Generator().manual_seed(R), R, d, dtype, block_rows=16)
+
+
+@pytest.mark.parametrize("open_fraction", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("M", [0, 4])
+@pytest.mark.parametrize("B, n, d", [(1, 37, 8), (3, 21, 32)])
+def test_leaf_attention_interpreted(interp, B, n, d, M, open_fraction):
+    gen = torch.Generator().manual_seed(7 * n + M)
+    args = _attention_inputs(gen, B, n, d, M, open_fraction)
+    _check_attention(interp, args, torch.float64, block_q=16, block_n=16)
+
+
+def test_leaf_attention_interpreted_peaked_and_low_precision(interp):
+    gen = torch.Generator().manual_seed(3)
+    args = _attention_inputs(gen, 2, 45, 32, 3, 0.5)
+    # A cold softmax: scores in the hundreds, entropy near 0; H = log l - u/l must
+    # not lose it to cancellation.
+    _check_attention(interp, dict(args, temperature=0.02), torch.float64, block_q=16, block_n=16)
+    _check_attention(interp, args, torch.float32, block_q=16, block_n=16)
+    _check_attention(interp, args, torch.float16)
+
+
+def test_interpreted_autograd_falls_back_to_the_reference(interp):
+    args = _step_inputs(torch.Generator().manual_seed(0), 1, 5, 8, 8)
+    args["x"].requires_grad_(True)
+    x_new, e, g = interp.leaf_step(**args)
+    g.sum().backward()
+    assert args["x"].grad is not None
+
+
+def test_interpreted_mixed_dtypes_name_the_argument(interp):
+    args = _step_inputs(torch.Generator().manual_seed(0), 1, 5, 8, 8)
+    with pytest.raises(TypeError, match="x_bar has dtype torch.float32"):
+        interp.leaf_step(**dict(args, x_bar=args["x_bar"].float()))
+
+
+# ---------------------------------------------------------------- compiled (CUDA)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pytest.importorskip("triton")
+    from rtnclock.kernels import triton_leaf
+
+    if triton_leaf.INTERPRETED:
+        pytest.skip("TRITON_INTERPRET is set: these tests are for the compiled kernels")
+    return triton_leaf
+
+
+GPU_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.gpu
+def test_get_returns_triton_on_cuda(compiled):
+    for name in ("leaf_attention", "leaf_step", "leaf_vector_field"):
+        assert kernels.get(name, "cuda") is getattr(compiled, name)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("B, n, d, d_in",
+                         [(1, 100_003, 32, 32), (4, 5_000, 64, 24), (2, 777, 8, 8)])
+def test_leaf_step_gpu(compiled, dtype, B, n, d, d_in):
+    args = _step_inputs(torch.Generator().manual_seed(n), B, n, d, d_in)
+    _check_step(compiled, args, dtype, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("R, d", [(100_003, 32), (5_000, 64), (33, 8)])
+def test_leaf_vector_field_gpu(compiled, dtype, R, d):
+    _check_vector_field(compiled, torch.Generator().manual_seed(R), R, d, dtype, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("open_fraction", [0.0, 0.01, 0.1, 1.0])
+@pytest.mark.parametrize("B, n, d, M", [(1, 4096, 32, 0), (2, 3000, 64, 8), (5, 333, 8, 3)])
+def test_leaf_attention_gpu(compiled, dtype, B, n, d, M, open_fraction):
+    gen = torch.Generator().manual_seed(n + M)
+    _check_attention(compiled, _attention_inputs(gen, B, n, d, M, open_fraction), dtype, "cuda")
