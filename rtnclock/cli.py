@@ -346,7 +346,7 @@ class Progress:
             return
         self.last = now
         wall = now - self.began
-        opened = "/".join(f"{100 * open_share(state.totals[k], state.levels[k].gate.numel()):.0f}"
+        opened = "/".join(f"{100 * open_share(state.totals[k]):.0f}"
                           for k in range(self.levels))
         width = 24
         done = min(t / self.duration, 1.0) if self.duration > 0 else 1.0

@@ -86,7 +86,7 @@ class Run:
                              gate_opens=counts.get(("gate_open", k), 0),
                              solver_calls=self.stats.calls.get(k, 0), nfe=self.stats.nfe.get(k, 0),
                              cost=tot["cost"], full_cost=tot["full"],
-                             gate_open=open_share(tot, self.state.levels[k].gate.numel()),
+                             gate_open=open_share(tot),
                              sparsity=1 - tot["cost"] / tot["full"] if tot["full"] else 0.0))
         return rows
 
@@ -210,6 +210,6 @@ def _check_stream(config: Config, stream: Stream) -> None:
                           f"{config.input_dim}")
 
 
-def open_share(totals: dict, blocks: int) -> float:
-    """Fraction of a level's block-ticks with an open gate, from its running ``totals``."""
-    return float(totals.get("open", 0)) / max(1, totals.get("ticks", 0) * blocks)
+def open_share(totals: dict) -> float:
+    """Fraction of a level's (alive) block-ticks with an open gate, from its running ``totals``."""
+    return float(totals.get("open", 0)) / max(1, totals.get("block_ticks", 0))

@@ -311,6 +311,7 @@ class Hierarchy:
         totals["full"] += full
         # Kept as a tensor: converting it here would wait for the device every tick.
         totals["open"] = totals.get("open", 0) + st.open.sum()         # open: gate > theta
+        totals["block_ticks"] = totals.get("block_ticks", 0) + self.stream.batch * self.topology.n_alive[k]
         if k == 0 and self.progress is not None:
             self.progress(self.t(n), state)
         return float(full)

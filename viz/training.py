@@ -2,7 +2,8 @@
 
 Top: the gate-open rate of each level at every training step (seed 002's
 "U-shape": gates open while the task is learned, then close as the penalty
-bites), epochs marked.  Bottom: test accuracy and sparsity per epoch.
+bites), epochs marked.  A growing tree adds its blocks per level at every
+step.  Bottom: test accuracy and sparsity per epoch.
 Headless, like :mod:`rtnclock.viz.plots`.
 """
 
@@ -34,10 +35,19 @@ def read_training(run_dir) -> tuple[list[dict], list[dict]]:
 
 
 def plot_training(run_dir) -> Figure:
-    """Gate-open rate per level per step, and test accuracy and sparsity per epoch."""
+    """Gate-open rate per level per step (and a growing tree's blocks), and test accuracy and sparsity per epoch."""
     epochs, steps = read_training(run_dir)
-    fig = Figure(figsize=(9, 6), layout="constrained")
-    top, bottom = fig.subplots(2, 1)
+    grows = any("blocks" in s for s in steps)
+    fig = Figure(figsize=(9, 8.5 if grows else 6), layout="constrained")
+    top, *middle, bottom = fig.subplots(3 if grows else 2, 1)
+    if grows:
+        rows = [s for s in steps if "blocks" in s]
+        blocks = np.array([s["blocks"] for s in rows])
+        for k in range(blocks.shape[1]):
+            middle[0].step([s["step"] for s in rows], blocks[:, k], where="post", color=_colour(k),
+                           label=f"level {k}")
+        middle[0].set(xlabel="training step", ylabel="alive blocks", title="the tree growing")
+        middle[0].legend(loc="best", fontsize="small", ncols=blocks.shape[1])
     if steps:
         x = np.array([s["step"] for s in steps])
         opened = np.array([s["gate_open"] for s in steps]) * 100
