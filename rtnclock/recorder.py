@@ -14,7 +14,7 @@ from .config import Config
 
 
 #: Per-slot tree fields of a growing run's ticks.
-TREE = ("alive", "block_id", "parent_id")
+TREE = ("alive", "block_id", "parent_id", "born")
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,10 @@ class TickRecord:
         free_energy_tau: the ``tau`` of ``F = U - tau S`` (:attr:`free_energy`).
         awake: blocks awake over the window that just closed as evaluation has
             them ``[B, n_k]``; wider ``active`` only with training's soft gates.
-        alive, block_id, parent_id: the level's tree after the tick, per slot
-            ``[C_k]`` (a growing run's; None on a fixed tree).
+        alive, block_id, parent_id, born: the level's tree after the tick, per
+            slot ``[C_k]``: which slots hold blocks, their ids, their parents'
+            ids and their birth times in seconds (a growing run's; None on a
+            fixed tree).
     """
 
     level: int
@@ -51,6 +53,7 @@ class TickRecord:
     alive: torch.Tensor | None = None
     block_id: torch.Tensor | None = None
     parent_id: torch.Tensor | None = None
+    born: torch.Tensor | None = None
 
     @property
     def free_energy(self) -> torch.Tensor:

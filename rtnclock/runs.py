@@ -125,16 +125,16 @@ def tree_at(run: StoredRun, t: float) -> dict[int, list[dict]]:
 def lineage(run: StoredRun) -> list[dict]:
     """Every block that lived in the run: ``id, level, parent_id, born, died``.
 
-    ``born``/``died`` are the times (s) of the first tick that shows the block
-    and of the first that no longer does (``None``: alive at the end, or at
-    the last committed tick); ``parent_id`` is the parent at birth.
+    ``born`` is the birth time the store keeps; ``died`` the time of the first
+    tick that no longer shows the block (``None``: alive at the end, or at the
+    last committed tick); ``parent_id`` is the parent at birth.
     """
     _require_tree(run)
     rows = []
     for k, ds in sorted(run.levels.items()):
         time = ds["time"].values
         alive = ds["alive"].values
-        ids, parents = ds["block_id"].values, ds["parent_id"].values
+        ids, parents, born = ds["block_id"].values, ds["parent_id"].values, ds["born"].values
         seen: dict[int, dict] = {}
         live_ids = np.where(alive, ids, -1)
         # Only ticks where the level's tree changed can add or end a block.
@@ -147,7 +147,7 @@ def lineage(run: StoredRun) -> list[dict]:
                 now.add(bid)
                 if bid not in seen:
                     seen[bid] = {"id": bid, "level": k, "parent_id": int(parents[i, s]),
-                                 "born": float(time[i]), "died": None}
+                                 "born": float(born[i, s]), "died": None}
             for bid, row in seen.items():
                 if row["died"] is None and bid not in now:
                     row["died"] = float(time[i])

@@ -10,8 +10,9 @@ group="level_0")`` gives a labelled dataset with time in seconds)::
                          gate, surprise, entropy, free_energy, active
                          [time, batch, block]; state [time, batch, block, dim];
                          block [block] (which slots the monitor kept);
-                         growing runs: alive, block_id, parent_id [time, slot]
-                         (the level's whole tree after each tick)
+                         growing runs: alive, block_id, parent_id, born
+                         [time, slot] (the level's whole tree after each tick;
+                         born in seconds, NaN for a free slot)
       sensory/           time [frame], features [frame, batch, leaf, channel],
                          appended as the stream delivers them
       annotations/       time, kind (code; attrs kinds), stream [annotation]:
@@ -118,7 +119,7 @@ class _LevelBuffer:
             slots = config.slots(level)
             for v in TREE:
                 self.shapes[v] = (slots,)
-                self.dtypes[v] = np.bool_ if v == "alive" else np.int64
+                self.dtypes[v] = {"alive": np.bool_, "born": np.float64}.get(v, np.int64)
         for v in self.shapes:
             self.dtypes.setdefault(v, np.float64)
         # Held ticks reference the full level state: size the chunk by it.

@@ -289,12 +289,12 @@ class Hierarchy:
         """The :class:`TickRecord` of level ``k``'s tick at ``n`` (after :meth:`account`)."""
         full = self.account(state, k, n)
         st = state.levels[k]
-        tree = state.topology.snapshot(k) if self.tracks_tree else (None, None, None)
+        tree = state.topology.snapshot(k) if self.tracks_tree else (None,) * 4
         return TickRecord(level=k, n=n, t=self.t(n), state=st.h, gate=st.gate, surprise=st.surprise,
                           entropy=st.entropy, active=st.active if st.closed_active is None else st.closed_active,
                           cost=st.cost, full_cost=full, escalated=st.escalated,
                           free_energy_tau=self.cfg.free_energy_tau, awake=st.closed_awake,
-                          alive=tree[0], block_id=tree[1], parent_id=tree[2])
+                          alive=tree[0], block_id=tree[1], parent_id=tree[2], born=tree[3])
 
     def account(self, state: SimState, k: int, n: int) -> float:
         """Add level ``k``'s tick at ``n`` to the run's totals; returns its full cost.

@@ -186,11 +186,11 @@ class Topology:
         self.ids[k][slots] = -1
         self.born[k][slots] = float("nan")
 
-    def snapshot(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(alive, block ids, parent ids)`` of level ``k``; never changed afterwards
+    def snapshot(self, k: int) -> tuple[torch.Tensor, ...]:
+        """``(alive, block ids, parent ids, birth times)`` of level ``k``; never changed afterwards
         (mutations replace the tensors), so a recorder may hold them."""
         if self._snaps[k] is None:
-            self._snaps[k] = (self.alive[k], self.ids[k], self.parent_ids(k))
+            self._snaps[k] = (self.alive[k], self.ids[k], self.parent_ids(k), self.born[k])
         return self._snaps[k]
 
     def parent_ids(self, k: int) -> torch.Tensor:

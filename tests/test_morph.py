@@ -152,6 +152,7 @@ def test_the_store_keeps_the_tree_over_time(tmp_path):
     for k, blocks in end.items():
         assert [b["id"] for b in blocks] == top.ids[k][top.alive[k]].tolist()
         assert [b["parent_id"] for b in blocks] == top.parent_ids(k)[top.alive[k]].tolist()
+    np.testing.assert_array_equal(ds["born"].values[-1], top.born[0].numpy())      # NaN: free slot
     rows = lineage(stored)
     born = sorted((r["born"], r["level"]) for r in rows if r["born"] > 0)
     assert born == sorted((t, k) for t, k, _ in _events(run, "mitosis"))
