@@ -191,8 +191,9 @@ class RTN(nn.Module):
 
         Counters advance by each block's awake time in that forward (seconds per
         stream), so windows are in simulated seconds summed over steps, as in a
-        run.  A daughter gets her mother's readout columns (features are
-        mass-weighed, so while the two are alike the readout is unchanged) and
+        run.  A daughter gets her mother's readout columns plus Gaussian noise
+        of ``mitosis_noise`` times their RMS (features are mass-weighed, so
+        without noise the readout is unchanged while the two are alike), and
         their optimizer state; a removed block's columns and state are zeroed.
         Under ``torch.distributed`` the statistics are summed over processes
         first, so every process grows the same tree.
@@ -229,6 +230,7 @@ class RTN(nn.Module):
                 made = morph.split(self.growth, top, k, i, t)
                 if made is not None:
                     self._copy_columns(k, i, made[0], optimizer)
+                    self._perturb_columns(k, made[0])
                     changes.append(("mitosis", k, i))
             for i in die:
                 if bool(top.alive[k][i]):
@@ -237,11 +239,15 @@ class RTN(nn.Module):
                         changes.append(("apoptosis", level, slot))
         return changes
 
+    def _columns(self, k: int, slot: int) -> slice:
+        """The readout columns that read slot ``slot`` of level ``k``."""
+        dims = self.config.resolved("dims")
+        start = sum(self.config.slots(l) * dims[l] for l in range(k)) + slot * dims[k]
+        return slice(start, start + dims[k])
+
     def _copy_columns(self, k: int, src: int | None, dst: int, optimizer) -> None:
         """Readout columns (and their optimizer state) of slot ``dst`` := slot ``src``'s, or 0."""
-        dims = self.config.resolved("dims")
-        start = sum(self.config.slots(l) * dims[l] for l in range(k))
-        cols = slice(start + dst * dims[k], start + (dst + 1) * dims[k])
+        cols = self._columns(k, dst)
         w = self.readout.weight
         tensors = [w.data]
         if optimizer is not None:
@@ -251,7 +257,18 @@ class RTN(nn.Module):
             if src is None:
                 x[:, cols] = 0
             else:
-                x[:, cols] = x[:, start + src * dims[k]:start + (src + 1) * dims[k]]
+                x[:, cols] = x[:, self._columns(k, src)]
+
+    def _perturb_columns(self, k: int, slot: int) -> None:
+        """The daughter's small perturbation: her only own parameters are her readout columns."""
+        noise = self.config.mitosis_noise
+        if noise <= 0:
+            return
+        w = self.readout.weight.data[:, self._columns(k, slot)]
+        gen = torch.Generator().set_state(self.growth.rng)
+        z = torch.randn(w.shape, generator=gen, dtype=w.dtype)
+        self.growth.rng = gen.get_state()
+        w += noise * w.square().mean().sqrt() * z.to(w.device)
 
     def tree_state(self) -> dict:
         """The tree and its growth counters (checkpoints keep them beside the state dict)."""

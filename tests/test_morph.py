@@ -254,7 +254,7 @@ def test_a_leaf_split_in_training_keeps_the_readout_and_remaps_adam():
     tolerance: more rows change the adaptive steps' error norm)."""
     from rtnclock import RTN
     cfg = test_config(gate_mode=("closed", "open", "open"), capacity=2.0,
-                      mitosis_threshold=(-1e9, None, None), mitosis_window=0.05)
+                      mitosis_threshold=(-1e9, None, None), mitosis_window=0.05, mitosis_noise=0.0)
     rtn = RTN(cfg, 2)
     x, y = _task(cfg)
     opt = torch.optim.Adam(rtn.parameters(), lr=1e-2)
@@ -325,3 +325,19 @@ def test_training_resume_across_a_structural_change_equals_an_uninterrupted_run(
     assert all(torch.equal(x, y) for x, y in zip(a.topology.parent, b.topology.parent))
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_daughter_s_readout_columns_are_her_mother_s_perturbed():
+    from rtnclock import RTN
+    cfg = test_config(gate_mode="open", capacity=2.0, mitosis_threshold=(-1e9, None, None),
+                      mitosis_window=0.05, mitosis_noise=0.01)
+    rtn = RTN(cfg, 2)
+    x, _ = _task(cfg)
+    with torch.no_grad():
+        out = rtn(x)
+    assert rtn.grow(out, t=1) == [("mitosis", 0, i) for i in range(4)]
+    w = rtn.readout.weight.detach()
+    for i in range(4):
+        mother, daughter = w[:, rtn._columns(0, i)], w[:, rtn._columns(0, 4 + i)]
+        rel = float((daughter - mother).square().mean().sqrt() / mother.square().mean().sqrt())
+        assert 0.003 < rel < 0.03                       # noise of 1% of the columns' RMS
