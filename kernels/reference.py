@@ -103,4 +103,9 @@ def leaf_vector_field(h: torch.Tensor, drive: torch.Tensor, W_h: torch.Tensor,
     Returns:
         ``dh/dt``, ``[R, d]``.
     """
-    return (torch.tanh(torch.addmm(drive, h, W_h.T)) - h) / tau
+    # addmm: one kernel for the product and the drive (this runs at every stage).
+    z = torch.addmm(drive, h, W_h.T)
+    if torch.is_grad_enabled():
+        return (torch.tanh(z) - h) / tau
+    # Without autograd the fresh product can take the rest in place.
+    return torch.tanh_(z).sub_(h).div_(tau)

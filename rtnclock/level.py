@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import kernels
 from .stream import SensoryWindow
 
 ACTIVATIONS = {"tanh": torch.tanh, "identity": lambda z: z}
@@ -59,6 +60,7 @@ class BlockLevel(nn.Module):
         self.W_u = init_weight(dim, up_dim, 1.0, generator, dtype)
         self.W_p = init_weight(dim, dim, 0.5, generator, dtype)
         self.c = nn.Parameter(torch.zeros(dim, dtype=dtype))
+        self._fields: dict[str, object] = {}      # device type -> the tanh vector-field kernel
 
     def inputs(self, up, down: torch.Tensor):
         """Pre-multiply the held inputs once per solve (``[rows, d_k]`` or a callable of t)."""
@@ -70,9 +72,11 @@ class BlockLevel(nn.Module):
     def vector_field(self, t, h: torch.Tensor, inputs) -> torch.Tensor:
         """``dh/dt`` at time ``t`` (seconds)."""
         drive = inputs(t) if callable(inputs) else inputs
-        # addmm: one kernel for the product and the drive (this runs at every stage).
-        z = torch.addmm(drive, h, self.W_h.T) if h.dim() == 2 and drive.dim() == 2 else h @ self.W_h.T + drive
-        if torch.is_grad_enabled():
-            return (self.phi(z) - h) / self.tau
-        # Without autograd the activation's fresh output can take the rest in place.
-        return self.phi(z).sub_(h).div_(self.tau)
+        if self.phi is torch.tanh and h.dim() == 2 and drive.dim() == 2:
+            # Rows, as the scheduler integrates them: the kernels' vector field
+            # (fused on CUDA, the plain-torch reference elsewhere).
+            field = self._fields.get(h.device.type)
+            if field is None:
+                field = self._fields[h.device.type] = kernels.get("leaf_vector_field", h.device.type)
+            return field(h, drive, self.W_h, self.tau)
+        return (self.phi(h @ self.W_h.T + drive) - h) / self.tau

@@ -247,3 +247,22 @@ def test_leaf_vector_field_gpu(compiled, dtype, R, d):
 def test_leaf_attention_gpu(compiled, dtype, B, n, d, M, open_fraction):
     gen = torch.Generator().manual_seed(n + M)
     _check_attention(compiled, _attention_inputs(gen, B, n, d, M, open_fraction), dtype, "cuda")
+
+
+def test_block_levels_take_their_vector_field_from_the_dispatch(monkeypatch):
+    """A level's tanh right-hand side on rows is the kernels' (what CUDA swaps for the fused one)."""
+    from rtnclock import RTNModel, simulate
+    from tests.problems import smooth_stream, test_config
+    calls = []
+
+    def spy(h, drive, W_h, tau):
+        calls.append(h.shape)
+        return reference.leaf_vector_field(h, drive, W_h, tau)
+    monkeypatch.setitem(kernels._FUSED, "cpu", {"leaf_vector_field": spy})
+    cfg = test_config(gate_mode="open")
+    run = simulate(cfg, smooth_stream(cfg, 0.08), model=RTNModel(cfg))
+    monkeypatch.setitem(kernels._FUSED, "cpu", {})
+    plain = simulate(cfg, smooth_stream(cfg, 0.08), model=RTNModel(cfg))
+    assert calls and {s[1] for s in calls} == {6}
+    for a, b in zip(run.final_states(), plain.final_states()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
