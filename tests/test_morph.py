@@ -341,3 +341,14 @@ def test_a_daughter_s_readout_columns_are_her_mother_s_perturbed():
         mother, daughter = w[:, rtn._columns(0, i)], w[:, rtn._columns(0, 4 + i)]
         rel = float((daughter - mother).square().mean().sqrt() / mother.square().mean().sqrt())
         assert 0.003 < rel < 0.03                       # noise of 1% of the columns' RMS
+
+
+def test_with_r_1_lockstep_grows_the_same_tree_as_multiclock():
+    cfg = test_config(ratio=1.0, gate_mode="open", capacity=2.0, mitosis_threshold=(-1e9, -1e9, None),
+                      mitosis_window=0.05, mitosis_noise=0.01)
+    stream = smooth_stream(cfg, 0.2, batch=2)
+    multi, lock = (simulate(cfg, stream, mode=m) for m in ("multiclock", "lockstep"))
+    assert _events(multi, "mitosis") == _events(lock, "mitosis") and _events(multi, "mitosis")
+    assert multi.state.topology.n_alive == lock.state.topology.n_alive == [8, 4, 1]
+    for a, b in zip(multi.final_states(), lock.final_states()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
