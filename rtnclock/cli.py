@@ -398,7 +398,10 @@ def _print_table(run) -> None:
     rows = []
     for row in run.summary():
         k = row["level"]
-        rows.append({**row, "blocks": run.config.blocks(k), "period": f"{periods[k]:g}",
+        top = run.state.topology
+        # A growing tree: blocks at the start -> at the end.
+        blocks = str(run.config.blocks(k)) if run.config.fixed_tree else f"{run.config.blocks(k)}->{top.n_alive[k]}"
+        rows.append({**row, "blocks": blocks, "period": f"{periods[k]:g}",
                      "cost": _si(row["cost"]), "sparsity": f"{row['sparsity']:.3f}",
                      "gate_open": f"{100 * row['gate_open']:.1f}"})
     header = [title for _, title in _COLUMNS]
