@@ -209,6 +209,10 @@ class RTN(nn.Module):
         if self.growth is None or out.growth is None:
             return []
         cfg, top = self.config, self.topology
+        device = top.alive[0].device
+        if self.growth.hot[0].device != device:         # counters follow the tree (to CUDA with it)
+            self.growth.hot = [x.to(device) for x in self.growth.hot]
+            self.growth.idle = [x.to(device) for x in self.growth.idle]
         stats = {k: v.clone() for k, v in out.growth.items()}
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             for k in sorted(stats):

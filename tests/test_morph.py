@@ -352,3 +352,18 @@ def test_with_r_1_lockstep_grows_the_same_tree_as_multiclock():
     assert multi.state.topology.n_alive == lock.state.topology.n_alive == [8, 4, 1]
     for a, b in zip(multi.final_states(), lock.final_states()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_growing_tree_runs_and_trains_on_cuda():
+    from rtnclock import RTN
+    cfg = test_config(device="cuda", gate_mode="open", capacity=2.0, mitosis_threshold=(-1e9, -1e9, None),
+                      mitosis_window=0.05)
+    run = simulate(cfg, smooth_stream(cfg, 0.2, batch=2))
+    assert run.state.topology.n_alive == [8, 4, 1]
+    rtn = RTN(cfg, 2).to("cuda")
+    x, y = _task(cfg)
+    out = rtn(x.cuda())
+    torch.nn.functional.cross_entropy(out.readout, y.cuda()).backward()
+    assert rtn.grow(out, t=1) and rtn.topology.n_alive[0] == 8
