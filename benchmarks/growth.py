@@ -1,11 +1,11 @@
 """Growth in training: a tree grown from pixel_digits' small seed tree against the fixed one.
 
-    .venv/bin/python benchmarks/growth.py [--epochs 4] [--limit N] [--lr 1e-2]
+    .venv/bin/python benchmarks/growth.py [--epochs 4] [--limit N] [--lr 1e-2] [--divide 0,1]
 
 MNIST 5k, the default pixel_digits config (4 leaves, 2 level-1 blocks, the
 root), batch 64, torch on one thread, no penalty.  "fixed" trains that tree as
 it is.  "grown" gives every level twice the slots (``capacity=2``) and lets
-levels 0 and 1 divide: a block divides once its free energy has stayed above
+the ``--divide`` levels (default 0 and 1) divide: a block divides once its free energy has stayed above
 its level's threshold for ``--window`` simulated seconds of awake time
 (summed over steps).  Each level's threshold is the median block free energy
 of a first forward pass on the training set, so the busier half of each level
@@ -78,13 +78,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--divide", default="0,1", help="levels that may divide (comma-separated)")
     parser.add_argument("--window", type=float, default=20.0,
                         help="mitosis and apoptosis window, simulated seconds of awake time")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seed = pixel_digits.default_config()
     train_set, test_set = (limited(pixel_digits.dataset(seed, s), args.limit) for s in ("train", "test"))
-    med = thresholds(seed, train_set[0])
+    divide = {int(k) for k in args.divide.split(",") if k.strip()}
+    med = [m if k in divide else None for k, m in enumerate(thresholds(seed, train_set[0]))]
     grown = seed.replace(capacity=2.0, mitosis_threshold=med, mitosis_window=args.window,
                          apoptosis_epsilon=[0.05, None, None], apoptosis_window=args.window)
     print(f"{len(train_set[1])} training, {len(test_set[1])} test images, lr {args.lr:g}, "
