@@ -1,6 +1,6 @@
 """Fused Triton leaf kernels against plain torch on a CUDA GPU.
 
-Three tables:
+Four tables:
 
 1. device-to-device copy bandwidth (read + write), the roofline of the leaf step;
 2. leaf step (``kernels.reference.leaf_step``) at ``B = 1`` and ``n`` leaves:
@@ -13,7 +13,12 @@ Three tables:
    (ignores the gate), compaction + SDPA + scatter (no entropy: SDPA does not
    give the weights), and compaction + fused Triton (output and entropy) + scatter,
    also with an ``M = 8`` ring buffer (gathered per open leaf, as ``LeafCore.attend``
-   does); times as a percentage of dense.
+   does); times as a percentage of dense;
+4. ``audio_stream`` on its default config with a batch of ``B`` streams (1,024;
+   ``--quick``: 8) on the device: the real-time factor of ``simulate`` with the
+   scenario streaming its features chunk by chunk (as ``rtnclock run
+   audio_stream --device cuda --batch 1024`` does), and of the simulation alone
+   on features made beforehand; per stream and summed over the batch.
 
 Timings are medians over repeats (CUDA events, after warm-up; calls shorter than
 about 2 ms are batched between two events). The whole run takes a few minutes
@@ -46,6 +51,7 @@ STEP_LEAVES = [1_000, 10_000, 100_000, 1_000_000, 4_000_000]
 ATTN_LEAVES = [1_024, 4_096, 16_384, 65_536, 262_144]
 OPEN = [0.01, 0.1, 0.5, 1.0]
 QUICK_STEP, QUICK_ATTN = [1_000, 5_000], [256, 1_024]
+AUDIO_BATCH, AUDIO_SECONDS = 1_024, 2.0
 
 
 class Timer:
@@ -200,6 +206,28 @@ def _attention_table(timer, fused, sizes, dtype, device, precision, d=32, M=8) -
            "fused (ms)", "(% dense)", f"fused M={M} (ms)", "(% dense)", "max |fused - SDPA|"], rows)
 
 
+def _audio_table(device, quick: bool) -> None:
+    """Real-time factor of audio_stream defaults with a batch of streams on ``device``."""
+    from rtnclock import Stream, simulate
+    from rtnclock.scenarios import audio_stream
+
+    B, seconds = (8, 0.5) if quick else (AUDIO_BATCH, AUDIO_SECONDS)
+    cfg = audio_stream.default_config().replace(device=str(device))
+    rows = []
+    simulate(cfg, audio_stream.make_stream(cfg, duration=min(seconds, 0.2), batch=B))     # warm-up
+    began = time.perf_counter()
+    stream = audio_stream.make_stream(cfg, duration=seconds, batch=B)
+    streamed = simulate(cfg, stream)
+    rows.append(["streaming features (rtnclock run)", B, seconds, time.perf_counter() - began])
+    stream = audio_stream.make_stream(cfg, duration=seconds, batch=B)
+    ready = Stream(stream.frames.to(device), stream.dt)
+    alone = simulate(cfg, ready)
+    rows.append(["simulation alone", B, seconds, alone.wall_seconds])
+    table(["run", "streams", "simulated s", "wall s", "real-time factor per stream", "stream-seconds per s"],
+          [[r[0], r[1], r[2], f"{r[3]:.2f}", f"{r[2] / r[3]:.2f}x", f"{r[1] * r[2] / r[3]:.0f}"] for r in rows])
+    assert streamed.sparsity >= 0 and alone.sparsity >= 0
+
+
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (checks the script)")
@@ -249,6 +277,8 @@ def main() -> int:
               "included; % of dense SDPA over all n)")
         _attention_table(timer, triton_leaf, QUICK_ATTN if args.quick else ATTN_LEAVES, dtype,
                          device, args.precision)
+        print(f"audio_stream defaults, a batch of streams on {name}")
+        _audio_table(device, args.quick)
     return 0
 
 
