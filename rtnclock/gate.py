@@ -59,4 +59,5 @@ def binary_entropy(g: torch.Tensor) -> torch.Tensor:
     # dtype's own epsilon: 1 - 1e-12 rounds to 1 in float32, and 0 * log 0 is NaN.
     eps = max(_EPS, torch.finfo(g.dtype).eps)
     g = g.clamp(eps, 1 - eps)
-    return -(g * g.log() + (1 - g) * (1 - g).log())
+    # entr(x) = -x ln x: five ops where the spelled-out sum took nine (every tick).
+    return torch.special.entr(g) + torch.special.entr(1 - g)
