@@ -37,7 +37,9 @@ with spaces to one page (JSON allows trailing whitespace) and rewritten in
 place by one ``pwrite`` at offset 0: a write within one page is never cut by
 a signal, so a killed run leaves each document old or new, and an update
 costs ~10 us instead of a new file.  (A document that outgrows a page is
-replaced through a temporary file instead.)  After a failed operation the
+replaced through a temporary file instead.)  Arrays' documents keep their
+descriptor open for the run, so an update is one syscall; the root's, which
+carries the commit, is opened by name each time.  After a failed operation the
 writer applies nothing more (a later commit would claim rows that are not on
 disk) and raises that failure from the next call.
 
@@ -90,26 +92,57 @@ def array_metadata(spec: dict) -> dict:
             "zarr_format": 3, "node_type": "array", "storage_transformers": []}
 
 
+#: Files written in place keep their descriptor (path -> fd) until ``release``:
+#: a metadata update is then one ``pwrite``, not open + pwrite + close (each
+#: syscall lets the writer's thread take the GIL from the run).  Spare chunk
+#: files are not held: a chunk written through a descriptor whose name was
+#: removed meanwhile would vanish silently, where an open by name fails.
+_HELD: dict[Path, int] = {}
+_HELD_LOCK = threading.Lock()
+
+
 def write_file(path: Path, data: bytes, how: str) -> None:
     """Write ``data`` to ``path``.
 
     ``how``: "new" creates (or truncates) the file and writes it; "replace"
     writes a temporary file and renames it over ``path``; "inplace" writes
-    ``data`` at offset 0 of the existing file in one call.
+    ``data`` at offset 0 of the existing file in one call (through a
+    descriptor held open until :func:`release`).
     """
     if how == "inplace":
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            if os.pwrite(fd, data, 0) != len(data):
-                raise OSError(f"short write to {path}")
-        finally:
-            os.close(fd)
-    elif how == "replace":
+        with _HELD_LOCK:
+            fd = _HELD.get(path)
+            if fd is None:
+                fd = _HELD[path] = os.open(path, os.O_WRONLY)
+        if os.pwrite(fd, data, 0) != len(data):
+            raise OSError(f"short write to {path}")
+        return
+    _drop(path)                        # the name is about to be a new file
+    if how == "replace":
         partial = path.with_name(path.name + ".partial")
         _create(partial, data)
         os.replace(partial, path)
     else:
         _create(path, data)
+
+
+def release(root: Path) -> None:
+    """Close the held descriptors of files under ``root``."""
+    with _HELD_LOCK:
+        for path in [p for p in _HELD if p == root or root in p.parents]:
+            os.close(_HELD.pop(path))
+
+
+def _drop(path: Path) -> None:
+    with _HELD_LOCK:
+        fd = _HELD.pop(path, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    _drop(path)
+    path.unlink(missing_ok=True)
 
 
 def _create(path: Path, data: bytes) -> None:
@@ -186,7 +219,8 @@ class StoreWriter:
         self._error: Exception | None = None
         self._docs: dict[Path, int] = {}           # metadata document -> its size on disk
         self._ops: queue.Queue = queue.Queue()
-        threading.Thread(target=self._serve, daemon=True, name="rtnclock-store-writer").start()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="rtnclock-store-writer")
+        self._thread.start()
 
     def send(self, op: tuple) -> None:
         """Queue ``op``; raise the failure of an earlier one."""
@@ -202,13 +236,14 @@ class StoreWriter:
         return self.seconds
 
     def finish(self) -> float:
-        """Remove unused spare chunk files, :meth:`wait`, then stop the thread."""
+        """Remove unused spare chunk files, :meth:`wait`, then stop the thread (its held files closed)."""
         try:
             if self._error is None:
                 self._ops.put(("tidy",))
             return self.wait()
         finally:
             self._ops.put(None)
+            self._thread.join()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -226,11 +261,14 @@ class StoreWriter:
             finally:
                 self.busy_seconds += time.perf_counter() - began
                 self._ops.task_done()
+        if self.root is not None:          # here, so no write can race the closing
+            release(self.root)
         self._ops.task_done()
 
     # ---- operations ---------------------------------------------------------
     def _open(self, path: str, mode: str) -> None:
         self.root = Path(path)
+        release(self.root)                 # another writer's, should it have died unfinished
         if mode == "w":
             if self.root.is_dir():                       # the recorder checked it is a store
                 shutil.rmtree(self.root)
@@ -306,6 +344,10 @@ class StoreWriter:
             on_disk = self._docs.get(target)
             write_file(target, doc.ljust(PAGE), "new" if on_disk is None else
                        "inplace" if on_disk <= PAGE else "replace")
+            if path == self.root:
+                # The root document carries the commit: it is opened by name every
+                # time, so a store removed mid-run fails loudly here.
+                _drop(target)
         self._docs[target] = max(len(doc), PAGE)
 
     def _write_rows(self, arr: _Array, start: int, data: np.ndarray) -> None:
@@ -343,7 +385,7 @@ class StoreWriter:
         """Remove the spare chunk files no append filled."""
         for arr in self.arrays.values():
             if arr.spare is not None and arr.spare * arr.chunks[0] >= arr.rows:
-                arr.key(arr.spare).unlink(missing_ok=True)
+                _unlink(arr.key(arr.spare))
                 arr.spare = None
 
     def _set_rows(self, arr: _Array, rows: int) -> None:
@@ -352,6 +394,6 @@ class StoreWriter:
         self._write_json(arr.path, arr.meta)
         n = arr.chunks[0]
         for i in range(math.ceil(rows / n), math.ceil(old / n)):
-            arr.key(i).unlink(missing_ok=True)
+            _unlink(arr.key(i))
         if arr.spare is not None and arr.spare < math.ceil(old / n) and arr.spare * n >= rows:
             arr.spare = None                       # removed with the chunks past the cut

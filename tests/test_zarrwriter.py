@@ -161,3 +161,26 @@ def test_spare_chunk_files_lie_past_the_shape_and_are_removed_at_the_end(tmp_pat
     back = zarr.open_array(str(folder), path="time", mode="r")[:]
     np.testing.assert_array_equal(back, np.r_[np.arange(14.0), np.arange(3.0)])
     assert zarr.open_array(str(folder), path="empty", mode="r").shape == (0,)
+
+
+def test_documents_updated_in_place_hold_a_descriptor_until_the_writer_finishes(tmp_path):
+    """Metadata updates are one pwrite on a held descriptor; finishing closes them all,
+    and a document replaced through a new file drops its old descriptor."""
+    from rtnclock import zarrwriter
+    w = StoreWriter()
+    w.send(("open", str(tmp_path / "s.zarr"), "w"))
+    w.send(("array", "a", dict(shape=(0, 3), chunks=(4, 3), dtype="float32", dims=["t", "x"], zstd=None,
+                               attrs=None), None))
+    for i in range(3):
+        w.send(("append", [("a", i, np.full((1, 3), i, np.float32))]))
+    w.wait()
+    doc = tmp_path / "s.zarr" / "a" / "zarr.json"
+    assert doc in zarrwriter._HELD
+    w.send(("attrs", "a", {"note": "x" * 5000}))           # outgrows a page: replaced, not in place
+    w.wait()
+    assert doc not in zarrwriter._HELD
+    w.finish()
+    assert not [p for p in zarrwriter._HELD if tmp_path in p.parents]
+    arr = zarr.open_array(str(tmp_path / "s.zarr" / "a"), mode="r")
+    np.testing.assert_array_equal(arr[:, 0], [0, 1, 2])
+    assert arr.attrs["note"] == "x" * 5000
