@@ -169,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _plot(args) -> int:
     """Write the asked-for plots of a stored run; prints each file written."""
-    from .runs import grows, open_run
+    from .runs import has_tree, open_run
     from .viz import GROWTH_KINDS, KINDS, PLOTS
 
     if (Path(args.run) / "metrics.jsonl").is_file():          # a training run directory
@@ -188,7 +188,7 @@ def _plot(args) -> int:
         raise ConfigError("--stream", args.stream, f"a stream index 0..{batch - 1}")
     out = Path(args.out) if args.out else run.path.with_name(run.path.stem + "_plots")
     out.mkdir(parents=True, exist_ok=True)
-    kinds = KINDS + (GROWTH_KINDS if grows(run) else ()) if args.kind == "all" else (args.kind,)
+    kinds = KINDS + (GROWTH_KINDS if has_tree(run) else ()) if args.kind == "all" else (args.kind,)
     for kind in kinds:
         kwargs = dict(start=args.start, end=args.end)
         if kind in ("raster", "traces", "coupling"):

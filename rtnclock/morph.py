@@ -51,6 +51,13 @@ class GrowthState:
         rng = torch.Generator().manual_seed(config.seed + 7919).get_state()
         return cls(hot=zeros, idle=[z.clone() for z in zeros], seen=[0] * config.n_levels, rng=rng)
 
+    def randn(self, shape, dtype) -> torch.Tensor:
+        """Standard normal noise from the growth generator (its state advances, as data)."""
+        gen = torch.Generator().set_state(self.rng)
+        z = torch.randn(shape, generator=gen, dtype=dtype)
+        self.rng = gen.get_state()
+        return z
+
 
 def judge(cfg: Config, growth: GrowthState, k: int, judged: torch.Tensor, F: torch.Tensor,
           g: torch.Tensor, dt) -> tuple[list[int], list[int]]:
@@ -129,19 +136,9 @@ def _divide(hier, state, k: int, i: int, n: int) -> bool:
         return False
     j = made[0]
     st = state.levels[k]
-    for name in _COPIED:
-        x = getattr(st, name)
-        if x is not None:
-            x = x.clone()
-            x[:, j] = x[:, i]
-            setattr(st, name, x)
-    if cfg.mitosis_noise > 0:
-        gen = torch.Generator().set_state(growth.rng)
-        noise = torch.randn(st.h[:, j].shape, generator=gen, dtype=st.h.dtype) * cfg.mitosis_noise
-        growth.rng = gen.get_state()
-        h = st.h.clone()
-        h[:, j] = h[:, j] + noise.to(h.device)
-        st.h = h
+    _set_slot(st, j, i)
+    if cfg.mitosis_noise > 0:                  # st.h is _set_slot's fresh copy: no tick record holds it
+        st.h[:, j] += cfg.mitosis_noise * growth.randn(st.h[:, j].shape, st.h.dtype).to(st.h.device)
     if st.memory is not None:
         for name in ("keys", "values", "writes"):
             getattr(st.memory, name)[:, j] = getattr(st.memory, name)[:, i]
@@ -152,12 +149,18 @@ def _divide(hier, state, k: int, i: int, n: int) -> bool:
 def _remove(hier, state, k: int, i: int, n: int) -> None:
     for level, slot in remove(state.growth, state.topology, k, i):
         st = state.levels[level]
-        for name in _COPIED:
-            x = getattr(st, name)
-            if x is not None:
-                x = x.clone()
-                x[:, slot] = False if x.dtype == torch.bool else 0
-                setattr(st, name, x)
+        _set_slot(st, slot)
         if st.memory is not None:
             st.memory.writes[:, slot] = 0
         hier.events.log(n, "apoptosis", level=level, block=slot)
+
+
+def _set_slot(st, slot: int, source: int | None = None) -> None:
+    """Slot ``slot`` of every per-slot field := slot ``source``'s, or cleared (new tensors:
+    the recorder may still hold the old ones)."""
+    for name in _COPIED:
+        x = getattr(st, name)
+        if x is not None:
+            x = x.clone()
+            x[:, slot] = (False if x.dtype == torch.bool else 0) if source is None else x[:, source]
+            setattr(st, name, x)

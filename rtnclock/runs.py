@@ -95,7 +95,7 @@ def _open_run(path: Path) -> StoredRun:
                      annotations=notes)
 
 
-def grows(run: StoredRun) -> bool:
+def has_tree(run: StoredRun) -> bool:
     """Whether the store holds the tree over time (a run configured to grow)."""
     return bool(run.levels) and all("alive" in ds for ds in run.levels.values())
 
@@ -156,7 +156,7 @@ def lineage(run: StoredRun) -> list[dict]:
 
 
 def _require_tree(run: StoredRun) -> None:
-    if not grows(run):
+    if not has_tree(run):
         raise StoreError(f"{str(run.path)!r} stores no tree over time: the run was not configured to "
                          "grow (set capacity, mitosis_threshold or apoptosis_epsilon)")
 
@@ -232,7 +232,7 @@ def info(path) -> str:
     kinds = run.events["kind"].values
     counts = {k: int((kinds == k).sum()) for k in KINDS if (kinds == k).any()}
     lines.append("events: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
-    if grows(run) and ends:
+    if has_tree(run) and ends:
         first, last = tree_at(run, 0.0), tree_at(run, max(ends))
         lines.append(f"tree: {'/'.join(str(len(first.get(k, []))) for k in sorted(run.levels))} blocks "
                      f"per level at the start, {'/'.join(str(len(last.get(k, []))) for k in sorted(run.levels))}"

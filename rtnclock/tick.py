@@ -90,7 +90,7 @@ class Hierarchy:
         self.adjoint = False        # differentiate solves by torchdiffeq's adjoint
         self.events, self.stats = events, stats
         self.K = self.cfg.K
-        self.b = self.cfg.branching
+        self.b = self.cfg.branching         # the reference modes (references.py) read it
         self.dt0 = self.cfg.base_period
         self.theta = self.cfg.gate_theta
         self.ticks = self.cfg.resolved("period_ticks")

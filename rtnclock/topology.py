@@ -23,6 +23,7 @@ paths of :mod:`rtnclock.messages`; any other tree takes gathers and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -86,12 +87,10 @@ class Topology:
             return block_spin(x, self.b), None
         w = (self.mass[k] * self.alive[k]).to(x.dtype)
         C1 = self.alive[k + 1].numel()
-        wx = x * w.view(1, -1, *([1] * (x.dim() - 2)))
-        total = x.new_zeros(x.shape[0], C1, *x.shape[2:]).index_add(1, self.parent[k], wx)
+        per_block = (1, -1) + (1,) * (x.dim() - 2)          # broadcast over batch and features
+        total = x.new_zeros(x.shape[0], C1, *x.shape[2:]).index_add(1, self.parent[k], x * w.view(per_block))
         weight = x.new_zeros(C1).index_add(0, self.parent[k], w)
-        has = weight > 0
-        mean = total / weight.clamp_min(torch.finfo(x.dtype).tiny).view(1, -1, *([1] * (x.dim() - 2)))
-        return mean, has
+        return total / weight.clamp_min(torch.finfo(x.dtype).tiny).view(per_block), weight > 0
 
     def spread(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """Parents (level ``k + 1``) to children (level ``k``): each child gets its parent's value."""
@@ -156,8 +155,6 @@ class Topology:
         self.ids[k][j] = self.next_id
         self.born[k][j] = t
         self.next_id += 1
-        if k > 0:
-            self.fields[k][j] = self.fields[k][i]
         self.full = False
         self.refresh()
         return j, moved
@@ -186,6 +183,16 @@ class Topology:
         self.ids[k][slots] = -1
         self.born[k][slots] = float("nan")
 
+    def to(self, device) -> "Topology":
+        """This tree on ``device`` (itself if it is there already)."""
+        if self.field.device == torch.device(device):
+            return self
+        moved = dataclasses.replace(self, field=self.field.to(device))
+        for name in ("alive", "parent", "role", "mass", "ids", "born", "fields"):
+            setattr(moved, name, [None if x is None else x.to(device) for x in getattr(self, name)])
+        moved.refresh()
+        return moved
+
     def snapshot(self, k: int) -> tuple[torch.Tensor, ...]:
         """``(alive, block ids, parent ids, birth times)`` of level ``k``; never changed afterwards
         (mutations replace the tensors), so a recorder may hold them."""
@@ -213,22 +220,17 @@ class Topology:
             self.fields = [None] * len(self.alive)
             return
         fields: list[torch.Tensor | None] = [None]
-        below = None
         for k in range(1, len(self.alive)):
-            C = self.alive[k].numel()
             w = self.mass[k - 1] * self.alive[k - 1]
+            total = torch.zeros(self.alive[k].numel(), self.n_stream, dtype=torch.float64, device=w.device)
             if k == 1:
-                total = torch.zeros(C, self.n_stream, dtype=torch.float64, device=w.device)
                 total.index_put_((self.parent[0], self.field), w, accumulate=True)
             else:
-                total = torch.zeros(C, self.n_stream, dtype=torch.float64, device=w.device)
-                total.index_add_(0, self.parent[k - 1], below * w.unsqueeze(-1))
-            weight = torch.zeros(C, dtype=torch.float64, device=w.device).index_add(0, self.parent[k - 1], w)
+                total.index_add_(0, self.parent[k - 1], fields[k - 1] * w.unsqueeze(-1))
+            weight = torch.zeros_like(total[:, 0]).index_add(0, self.parent[k - 1], w)
             new = total / weight.clamp_min(1e-300).unsqueeze(-1)
-            old = self.fields[k] if len(self.fields) > k and self.fields[k] is not None else None
-            # A block whose children are all gone keeps the region it saw.
-            keep = (weight == 0) if old is not None else torch.zeros_like(weight, dtype=torch.bool)
-            new = torch.where(keep.unsqueeze(-1), old if old is not None else new, new)
+            old = self.fields[k] if len(self.fields) > k else None
+            if old is not None:                # a block whose children are all gone keeps its region
+                new = torch.where((weight == 0).unsqueeze(-1), old, new)
             fields.append(new)
-            below = new
         self.fields = fields

@@ -145,7 +145,8 @@ class RTN(nn.Module):
         stream = frames if isinstance(frames, Stream) else Stream(frames, self.config.base_period)
         collect = _Collect(int(math.floor(stream.duration / self.config.base_period + 1e-9)),
                            self.config.base_period, growth=self.growth is not None)
-        top = self.topology = self._on(self.topology)
+        # The tree is a plain attribute, which Module.to does not move: it follows the parameters here.
+        top = self.topology = self.topology.to(self.readout.weight.device)
         run = simulate(self.config, stream, model=self.model, recorder=collect, mode=self.mode,
                        grad=torch.is_grad_enabled(), soft_gates=self.training, adjoint=self.adjoint,
                        topology=top)
@@ -171,18 +172,6 @@ class RTN(nn.Module):
         return RTNOutput(readout=self.readout(torch.cat(feats, -1)), gate_mean=gate_mean,
                          soft_cost=soft * (B / full) if full else soft * 0, sparsity=run.sparsity,
                          gate_open=[row["gate_open"] for row in summary], run=run, growth=collect.growth)
-
-    def _on(self, top: Topology) -> Topology:
-        """The tree on the parameters' device (a module moved with ``.to`` carries no plain attributes)."""
-        device = self.readout.weight.device
-        if top.alive[0].device == device:
-            return top
-        moved = Topology(**{**top.__dict__})
-        for name in ("alive", "parent", "role", "mass", "ids", "born", "fields"):
-            setattr(moved, name, [None if x is None else x.to(device) for x in getattr(top, name)])
-        moved.field = top.field.to(device)
-        moved.refresh()
-        return moved
 
     # ---- growth between training steps ---------------------------------
     def grow(self, out: RTNOutput, optimizer: torch.optim.Optimizer | None = None,
@@ -269,10 +258,7 @@ class RTN(nn.Module):
         if noise <= 0:
             return
         w = self.readout.weight.data[:, self._columns(k, slot)]
-        gen = torch.Generator().set_state(self.growth.rng)
-        z = torch.randn(w.shape, generator=gen, dtype=w.dtype)
-        self.growth.rng = gen.get_state()
-        w += noise * w.square().mean().sqrt() * z.to(w.device)
+        w += noise * w.square().mean().sqrt() * self.growth.randn(w.shape, w.dtype).to(w.device)
 
     def tree_state(self) -> dict:
         """The tree and its growth counters (checkpoints keep them beside the state dict)."""
