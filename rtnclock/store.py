@@ -29,12 +29,17 @@ root attributes are written first with ``committed`` None and again, with
 ``{}``, once every array exists: a store killed while being laid out reads as
 holding nothing.
 
-The recorder hands each chunk's ticks, in order, to ``zarrwriter``, whose
-thread stacks them, computes their observables and writes the chunk files
-and metadata documents itself, beside the simulation (zarr-python's
-per-array overhead would cost more than a short run); the store it leaves is
-a plain Zarr v3 store that zarr-python and xarray read.  ``close`` waits
-until everything is on disk.
+Ticks are copied into tensors allocated once per level (two chunks' worth,
+used in turn), so a chunk being filled holds no tick objects alive.  The
+recorder hands each full chunk, in order, to ``zarrwriter``, whose thread
+computes its observables and writes the chunk files and metadata documents
+itself, beside the simulation (zarr-python's per-array overhead would cost
+more than a short run); the store it leaves is a plain Zarr v3 store that
+zarr-python and xarray read.  ``close`` waits until everything is on disk.
+
+Checkpoints (the scheduler state as data, for ``resume``) go with a flush's
+commit, at most one per :data:`CHECKPOINT_SECONDS` of wall time: a resume
+cuts the arrays back to the last checkpoint and redoes what followed it.
 
 Codec: zstd at level 1, chosen by measurement (``benchmarks/store.py``).  The
 float mantissas of a state compress little, but a run's arrays are mostly
@@ -51,6 +56,7 @@ import functools
 import io
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -63,7 +69,7 @@ from .errors import RtnclockError
 from .events import KINDS, EventLog
 from .monitor import BLOCK_VARIABLES, Monitor
 from .observables import level_observables
-from .recorder import TREE, NullRecorder, TickRecord, stack_ticks
+from .recorder import TREE, NullRecorder, TickRecord
 from .zarrwriter import StoreWriter
 
 SCHEMA_VERSION = 1
@@ -74,6 +80,9 @@ CHUNK_BYTES = 1 << 20
 #: ... and at most this much simulated time (seconds).
 CHUNK_SECONDS = 60.0
 _EVENT_CHUNK = 65536
+#: A flush writes a checkpoint only this many wall seconds after the last one
+#: (each costs the run ~7 ms; a resume redoes at most about this much work).
+CHECKPOINT_SECONDS = 1.0
 #: Group holding the scheduler state of the last flush in two byte-array slots;
 #: the commit names the valid one, so a checkpoint is replaced atomically.
 CHECKPOINT = "checkpoint"
@@ -99,12 +108,87 @@ class StoreError(RtnclockError, OSError):
     """The store cannot be created, written or read; names the path."""
 
 
-class _LevelBuffer:
-    """One time chunk of a level's ticks, held in memory and appended when full.
+#: Per-tick numbers a level's rows keep beside its tensors (name -> dtype).
+_SCALARS = {"t": np.float64, "n": np.int64, "cost": np.float64, "full_cost": np.float64, "escalated": np.bool_}
+#: Tensors of a tick the rows keep: what the stored variables and the observables need.
+_FIELDS = ("state", "gate", "surprise", "entropy", "active")
+#: Per-tick observables of a level (``level_observables``) the store keeps.
+OBSERVED = ("U", "S", "F", "open_fraction", "effective_rank")
+#: At most this many ticks per time chunk (each row of the held chunk keeps a view per field).
+MAX_CHUNK_ROWS = 4096
 
-    Ticks are kept as they come (references, no copies); at a flush they are
-    stacked, their observables computed for the whole chunk at once, and the
-    monitored blocks written.
+
+class _Rows:
+    """One time chunk of a level's ticks, in tensors allocated once and filled in place.
+
+    Holding a chunk of ticks themselves kept thousands of small tensors alive:
+    the run's allocator could not reuse their memory, and the cyclic garbage
+    collector walked them (one full collection cost the run ~0.1 s).  Ticks
+    are held only in small batches, stacked into their rows with one
+    ``torch.stack(out=...)`` per field (views made per row up front would be
+    just as many long-lived objects).
+    """
+
+    #: Ticks held before they are stacked into their rows.
+    BATCH = 64
+
+    def __init__(self, chunk: int, like: dict[str, torch.Tensor]):
+        self.fields = tuple(like)
+        self.data = {f: torch.empty((chunk, *x.shape), dtype=x.dtype, device=x.device) for f, x in like.items()}
+        self.scalars = {name: np.empty(chunk, dtype) for name, dtype in _SCALARS.items()}
+        self.count = 0                      # rows filled, pending ticks included
+        self._pending: list[TickRecord] = []
+        self.free = threading.Event()         # set once the writer has copied the rows out
+        self.free.set()
+
+    def add(self, tick: TickRecord) -> None:
+        """Take ``tick`` as the next row."""
+        self._pending.append(tick)
+        self.count += 1
+        if len(self._pending) == self.BATCH:
+            self.settle()
+
+    def settle(self) -> None:
+        """Stack the pending ticks into their rows (the run's thread only)."""
+        ticks, self._pending = self._pending, []
+        if not ticks:
+            return
+        start, stop = self.count - len(ticks), self.count
+        for name, values in self.scalars.items():
+            values[start:stop] = [getattr(t, name) for t in ticks]
+        with torch.no_grad():
+            for f in self.fields:
+                torch.stack([getattr(t, f) for t in ticks], out=self.data[f][start:stop])
+
+    def load(self, cols: dict) -> None:
+        """Fill the first rows from :meth:`trajectory`'s layout (a checkpoint's held ticks)."""
+        n = len(cols["t"])
+        for f in self.fields:
+            self.data[f][:n] = cols[f]
+        for name, values in self.scalars.items():
+            values[:n] = np.asarray(cols[name])
+        self.count = n
+        self._pending = []
+
+    def reset(self) -> None:
+        """Empty the rows for the next chunk."""
+        self.count = 0
+        self._pending = []
+
+    def trajectory(self, copy: bool = False) -> dict[str, torch.Tensor]:
+        """The rows, once settled, as ``stack_ticks`` lays out ticks (views unless ``copy``)."""
+        n = self.count
+        out = {name: torch.from_numpy(values[:n].copy() if copy else values[:n])
+               for name, values in self.scalars.items()}
+        out.update({f: (x[:n].clone() if copy else x[:n]) for f, x in self.data.items()})
+        return out
+
+
+class _LevelBuffer:
+    """A level's ticks until their time chunk is full, then appended whole.
+
+    Two :class:`_Rows` alternate: the run fills one while the writer's thread
+    computes the other's observables and copies out its stored variables.
     """
 
     def __init__(self, level: int, blocks: np.ndarray, config: Config, batch: int, variables: tuple, dtype):
@@ -122,14 +206,21 @@ class _LevelBuffer:
                 self.dtypes[v] = {"alive": np.bool_, "born": np.float64}.get(v, np.int64)
         for v in self.shapes:
             self.dtypes.setdefault(v, np.float64)
-        # Held ticks reference the full level state: size the chunk by it.
+        # The rows hold the full level state: size the chunk by it.
         row_bytes = np.dtype(dtype).itemsize * batch * config.slots(level) * d
         period = config.resolved("periods")[level]
-        self.chunk = int(max(1, min(CHUNK_BYTES // row_bytes, math.ceil(CHUNK_SECONDS / period))))
+        self.chunk = int(max(1, min(CHUNK_BYTES // row_bytes, math.ceil(CHUNK_SECONDS / period), MAX_CHUNK_ROWS)))
         self.all_blocks = nb == config.slots(level)
+        self.fields = _FIELDS + (() if config.fixed_tree else TREE)
         self.blocks, self.level, self.config = torch.as_tensor(blocks), level, config
         self.name, self.rows = f"level_{level}", 0
-        self.ticks: list[TickRecord] = []
+        self.pair: list[_Rows] = []          # allocated at the first tick, on its device
+        self.held: _Rows | None = None
+
+    @property
+    def count(self) -> int:
+        """Ticks held (not yet handed to the writer)."""
+        return self.held.count if self.held is not None else 0
 
     def create(self) -> list[tuple]:
         """Writer operations creating the level's empty arrays and its block coordinate."""
@@ -143,43 +234,79 @@ class _LevelBuffer:
         ops.append(("array", f"{self.name}/block", _spec(blocks.shape, np.int64, ["block"]), blocks))
         return ops
 
-    def add(self, tick: TickRecord) -> bool:
-        """Hold one tick; True when the chunk is full."""
-        self.ticks.append(tick)
-        return len(self.ticks) == self.chunk
+    def _allocate(self, like: dict[str, torch.Tensor]) -> None:
+        self.pair = [_Rows(self.chunk, like)]            # the second at the first flush
+        self.held = self.pair[0]
 
-    def columns(self, ticks: list[TickRecord]) -> dict[str, np.ndarray]:
-        """``ticks`` as one array per stored variable."""
-        traj = stack_ticks(ticks)
+    def add(self, tick: TickRecord) -> bool:
+        """Copy one tick in; True when the chunk is full."""
+        if self.held is None:
+            self._allocate({f: getattr(tick, f) for f in self.fields})
+        self.held.add(tick)
+        return self.held.count == self.chunk
+
+    def restore(self, cols: dict | None) -> None:
+        """Hold a checkpoint's ticks again (:meth:`checkpoint`'s layout)."""
+        if cols is not None:
+            self._allocate({f: cols[f][0] for f in self.fields})
+            self.held.load(cols)
+
+    def checkpoint(self) -> dict | None:
+        """The held ticks, copied, for a checkpoint."""
+        if not self.count:
+            return None
+        self.held.settle()
+        return self.held.trajectory(copy=True)
+
+    def columns(self, rows: _Rows) -> dict[str, np.ndarray]:
+        """The settled rows as one new array per stored variable."""
+        traj = rows.trajectory()
         obs = level_observables(traj, self.config.gate_theta, self.config.free_energy_tau)
-        cols = {"time": traj["t"], **{name: obs[name] for name in ("U", "S", "F", "open_fraction",
-                                                                    "effective_rank")}}
+        cols = {"time": traj["t"], **{name: obs[name] for name in OBSERVED}}
         cols.update(n=traj["n"], cost=traj["cost"], full_cost=traj["full_cost"], escalated=traj["escalated"])
         for v in self.shapes:
-            if v in BLOCK_VARIABLES:
+            if v == "free_energy":
+                x = traj["surprise"] - self.config.free_energy_tau * traj["entropy"]
+            elif v in BLOCK_VARIABLES:
                 x = traj[v]
-                cols[v] = x if self.all_blocks else x[:, :, self.blocks.to(x.device)]
-            elif v in TREE:
-                cols[v] = traj[v]
-        return {v: _numpy(x).astype(self.dtypes[v], copy=False) for v, x in cols.items()}
+            else:
+                if v in TREE:
+                    cols[v] = traj[v]
+                continue
+            cols[v] = x if self.all_blocks else x[:, :, self.blocks.to(x.device)]
+        # astype copies: the rows are reused once this returns.
+        return {v: _numpy(x).astype(self.dtypes[v]) for v, x in cols.items()}
 
-    def flush(self):
+    def flush(self, ready):
         """Hand over the held rows (a whole chunk, or the run's last part).
+
+        ``ready(event)`` waits for ``event`` (the other rows copied out) and
+        raises the writer's failure meanwhile.
 
         Returns:
             ``(items, nbytes)``: a callable giving the ``(array, start, rows)``
-            appends (the writer's thread stacks the ticks and computes their
-            observables) and their payload bytes; None if nothing is held.
+            appends (run by the writer's thread: it computes the observables
+            and frees the rows) and their payload bytes; None if nothing is held.
         """
-        if not self.ticks:
+        if not self.count:
             return None
-        ticks, start = self.ticks, self.rows
-        self.rows += len(ticks)
-        self.ticks = []
-        nbytes = len(ticks) * sum(math.prod(s) * np.dtype(self.dtypes[v]).itemsize for v, s in self.shapes.items())
+        rows, start = self.held, self.rows
+        rows.settle()
+        self.rows += rows.count
+        nbytes = rows.count * sum(math.prod(s) * np.dtype(self.dtypes[v]).itemsize
+                                  for v, s in self.shapes.items())
+        rows.free.clear()
+        if len(self.pair) == 1:
+            self.pair.append(_Rows(self.chunk, {f: x[0] for f, x in rows.data.items()}))
+        self.held = self.pair[1] if rows is self.pair[0] else self.pair[0]
+        ready(self.held.free)
+        self.held.reset()
 
         def items():                     # run by the writer's thread
-            return [(f"{self.name}/{v}", start, data) for v, data in self.columns(ticks).items()]
+            try:
+                return [(f"{self.name}/{v}", start, data) for v, data in self.columns(rows).items()]
+            finally:
+                rows.free.set()
         return items, nbytes
 
 
@@ -216,6 +343,7 @@ class ZarrRecorder(NullRecorder):
         self._due: set[int] = set()
         self._extra = None
         self._ckpt: dict | None = None       # {"slot", "nbytes"} of the committed checkpoint
+        self._checkpointed = time.monotonic()  # when the last checkpoint (or the run) began
         self._committed: dict = {}
         if resume:
             if not (self.path / "zarr.json").is_file():
@@ -234,6 +362,7 @@ class ZarrRecorder(NullRecorder):
         self.config, self.events = config, events
         blocks = self.monitor.resolve(config)
         self._check_target(remove=True)
+        self._checkpointed = time.monotonic()
         batch = stream.batch if stream is not None else 1
         dtype = np.float32 if config.dtype == "float32" else np.float64
         self.every = self.monitor.every
@@ -279,10 +408,13 @@ class ZarrRecorder(NullRecorder):
 
     @_timed
     def moment(self, n: int, state) -> None:
-        """End of moment ``n``: write full chunks, then a checkpoint, then the commit."""
+        """End of moment ``n``: write full chunks, then a checkpoint (if one is due), then the commit."""
         buffers = [self.buffers[k] for k in sorted(self._due)]
         self._due = set()
-        self._flush(buffers, checkpoint=state)
+        due = time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS
+        self._flush(buffers, checkpoint=state if due else None)
+        if due:
+            self._checkpointed = time.monotonic()
 
     @_timed
     def close(self, failed: bool = False) -> None:
@@ -339,7 +471,7 @@ class ZarrRecorder(NullRecorder):
             return None
         raw = self._guard(lambda: root[CHECKPOINT][where["slot"]][:where["nbytes"]])
         ckpt = torch.load(io.BytesIO(raw.tobytes()), weights_only=False)
-        self._ckpt = where
+        self._ckpt, self._checkpointed = where, time.monotonic()
         self.config, self.events = config, events
         self.monitor, self.meta = ckpt["monitor"], ckpt["meta"]
         rec = ckpt["recorder"]
@@ -352,8 +484,9 @@ class ZarrRecorder(NullRecorder):
         self._open("r+")
         for k, idx in blocks.items():
             buf = _LevelBuffer(k, idx, config, batch, tuple(self.monitor.variables), dtype)
-            buf.rows, buf.ticks = rec["rows"][k], _unstack(k, rec["ticks"][k], config.free_energy_tau)
+            buf.rows = rec["rows"][k]
             buf.chunk = root[f"level_{k}/time"].chunks[0]          # as written, whatever the defaults now
+            buf.restore(rec["ticks"][k])
             for v, shape in buf.shapes.items():           # drop rows of a flush that never checkpointed
                 self._send(("resize", f"{buf.name}/{v}", (buf.rows, *shape)))
             self.buffers[k] = buf
@@ -375,8 +508,7 @@ class ZarrRecorder(NullRecorder):
                     recorder=dict(counts=self._counts, events_written=self.events_written,
                                   bytes_written=self.bytes_written, sensory_rows=self.sensory_rows,
                                   rows={k: b.rows for k, b in self.buffers.items()},
-                                  ticks={k: stack_ticks(b.ticks) if b.ticks else None
-                                         for k, b in self.buffers.items()}))
+                                  ticks={k: b.checkpoint() for k, b in self.buffers.items()}))
         if self._extra is not None:
             ckpt.update(self._extra())
         out = io.BytesIO()
@@ -394,6 +526,11 @@ class ZarrRecorder(NullRecorder):
     def _send(self, op: tuple) -> None:
         self._guard(lambda: self.writer.send(op))
 
+    def _ready(self, event: threading.Event) -> None:
+        """Wait for ``event`` (rows the writer is copying out), raising the writer's failure meanwhile."""
+        while not event.wait(0.05):
+            self._guard(self.writer.check)
+
     def _flush(self, buffers, finished: bool = False, checkpoint=None, last: bool = False) -> None:
         """Chunks, then events, then a checkpoint, then the commit, in this order.
 
@@ -402,7 +539,7 @@ class ZarrRecorder(NullRecorder):
         outside the GIL), instead of all of them on the writer's thread.
         """
         for buf in buffers:
-            if (held := buf.flush()) is not None:
+            if (held := buf.flush(self._ready)) is not None:
                 self.bytes_written += held[1]
                 self._send(("append", held[0]() if last else held[0]))
         for items in (self._event_items(), self._sensory_items()):
@@ -499,18 +636,6 @@ def _spec(shape, dtype, dims, *, chunks=None, attrs=None, zstd="default") -> dic
     """An array's layout for the writer (``zstd``: level, None for raw; default :data:`CODEC_LEVEL`)."""
     return dict(shape=tuple(shape), chunks=tuple(chunks or shape), dtype=np.dtype(dtype), dims=list(dims),
                 zstd=CODEC_LEVEL if zstd == "default" else zstd, attrs=attrs)
-
-
-def _unstack(level: int, cols: dict | None, free_energy_tau: float) -> list[TickRecord]:
-    """Inverse of ``stack_ticks`` (held ticks travel stacked: a few tensors pickle fast)."""
-    if cols is None:
-        return []
-    names = tuple(n for n in ("state", "gate", "surprise", "entropy", "active") + TREE if n in cols)
-    return [TickRecord(level=level, n=int(cols["n"][i]), t=float(cols["t"][i]),
-                       cost=float(cols["cost"][i]), full_cost=float(cols["full_cost"][i]),
-                       escalated=bool(cols["escalated"][i]), free_energy_tau=free_energy_tau,
-                       **{k: cols[k][i] for k in names})
-            for i in range(len(cols["t"]))]
 
 
 def _read_events(group, rows: int) -> list:

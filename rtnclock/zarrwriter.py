@@ -224,7 +224,7 @@ class StoreWriter:
 
     def send(self, op: tuple) -> None:
         """Queue ``op``; raise the failure of an earlier one."""
-        self._raise()
+        self.check()
         self._ops.put(op)
 
     def wait(self) -> float:
@@ -232,7 +232,7 @@ class StoreWriter:
         began = time.perf_counter()
         self._ops.join()
         self.seconds += time.perf_counter() - began
-        self._raise()
+        self.check()
         return self.seconds
 
     def finish(self) -> float:
@@ -245,7 +245,8 @@ class StoreWriter:
             self._ops.put(None)
             self._thread.join()
 
-    def _raise(self) -> None:
+    def check(self) -> None:
+        """Raise the failure of an earlier operation, if any."""
         if self._error is not None:
             raise self._error
 

@@ -1,6 +1,7 @@
 """A run killed with SIGKILL (real subprocesses) leaves a store that opens and holds
 exactly an uninterrupted run's ticks up to its last committed flush."""
 
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ torch.set_num_threads(1)
 from rtnclock import ZarrRecorder, simulate, store
 from rtnclock.scenarios import audio_stream
 store.CHUNK_SECONDS = {chunk}
+store.CHECKPOINT_SECONDS = 0.0        # a checkpoint at every flush
 path, kill_at_write = sys.argv[1], int(sys.argv[2])
 if kill_at_write:
     # Die inside a flush: at the n-th file the store writer writes (counting from the run's start).
@@ -132,6 +134,8 @@ def test_resume_after_a_kill_equals_the_uninterrupted_store(tmp_path, uninterrup
     child = _child(path, kill_at_write)
     child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL
+    if kill_at_write >= 240:                # several flushes in: the resume starts from a checkpoint
+        assert json.loads((path / "zarr.json").read_text())["attributes"]["rtnclock"]["checkpoint"]
     cfg = audio_stream.default_config()
     stream = audio_stream.make_stream(cfg, duration=DURATION, seed=0, batch=1)
     simulate(cfg, stream, recorder=ZarrRecorder(path, resume=True))
@@ -169,6 +173,7 @@ def test_cli_resume_of_an_interrupted_wav_run(tmp_path, monkeypatch):
         w.setframerate(rate)
         w.writeframes(np.round(x * 32767).astype("<i2").tobytes())
     monkeypatch.setattr(store, "CHUNK_SECONDS", 0.25)            # checkpoints every quarter second
+    monkeypatch.setattr(store, "CHECKPOINT_SECONDS", 0.0)
     ref, path = tmp_path / "ref.zarr", tmp_path / "run.zarr"
     assert main(["run", "audio_stream", "--input", str(wav), "--out", str(ref), "--quiet"]) == 0
 

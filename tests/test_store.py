@@ -268,3 +268,29 @@ def test_bad_frame_mid_run_keeps_what_was_flushed(tmp_path, monkeypatch):
     rows = stored.sensory.sizes["frame"]
     assert float(leaves["time"][-1]) / 0.005 < rows <= 50
     np.testing.assert_array_equal(stored.sensory["features"].values[:, 0], frames[0, :rows].numpy())
+
+
+@pytest.mark.parametrize("spacing", [0.0, 1e9])
+def test_checkpoints_go_with_flushes_at_most_once_per_spacing(tmp_path, monkeypatch, spacing):
+    """Every flush commits its rows; a checkpoint goes with it only CHECKPOINT_SECONDS of
+    wall time after the last (0: every flush; a spacing longer than the run: none)."""
+    monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.05)
+    monkeypatch.setattr(store_mod, "CHECKPOINT_SECONDS", spacing)
+    seen = {"moments": 0, "checkpoints": 0}
+
+    class Counting(ZarrRecorder):
+        def moment(self, n, state):
+            seen["moments"] += 1
+            return super().moment(n, state)
+
+        def _checkpoint(self, state):
+            seen["checkpoints"] += 1
+            return super()._checkpoint(state)
+
+    cfg = _cfg()
+    stream = pulse_stream(cfg, 0.32, start=0.05, stop=0.1, height=2.0)
+    simulate(cfg, stream, recorder=Counting(tmp_path / "run.zarr"))
+    assert seen["moments"] >= 5
+    assert seen["checkpoints"] == (seen["moments"] if spacing == 0 else 0)
+    np.testing.assert_allclose(open_run(tmp_path / "run.zarr").levels[0]["time"].values,
+                               np.arange(33) * 0.01, rtol=0, atol=1e-12)      # every leaf tick, 0 .. 0.32 s
