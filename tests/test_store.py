@@ -294,3 +294,25 @@ def test_checkpoints_go_with_flushes_at_most_once_per_spacing(tmp_path, monkeypa
     assert seen["checkpoints"] == (seen["moments"] if spacing == 0 else 0)
     np.testing.assert_allclose(open_run(tmp_path / "run.zarr").levels[0]["time"].values,
                                np.arange(33) * 0.01, rtol=0, atol=1e-12)      # every leaf tick, 0 .. 0.32 s
+
+
+def test_the_recorder_keeps_no_more_than_a_batch_of_ticks_alive(tmp_path):
+    """Ticks are copied into preallocated rows 64 at a time, so however far a chunk
+    has filled, at most a batch of tick records (and their tensors) stays alive."""
+    import gc
+
+    from rtnclock.recorder import TickRecord
+    seen = {}
+
+    class Probing(ZarrRecorder):
+        def record(self, tick):
+            super().record(tick)
+            if tick.level == 0 and tick.n == 400:            # 400 leaf ticks into a chunk
+                seen["held"], seen["chunk"] = self.buffers[0].count, self.buffers[0].chunk
+                seen["alive"] = sum(type(o) is TickRecord for o in gc.get_objects())
+
+    cfg = _cfg()
+    stream = pulse_stream(cfg, 4.5, start=0.05, stop=0.1, height=2.0)
+    simulate(cfg, stream, recorder=Probing(tmp_path / "run.zarr"))
+    assert seen["held"] == 401 < seen["chunk"]                   # ticks 0..400 wait for their chunk
+    assert seen["alive"] <= store_mod._Rows.BATCH * cfg.n_levels + cfg.n_levels
