@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import Config
+from .observables import free_energy
 
 #: Per-slot fields of a level's state a daughter copies (leaf memory separately).
 _COPIED = ("h", "up", "down", "demand", "gate", "open", "active", "acc_y", "surprise", "entropy",
@@ -98,7 +99,7 @@ def grow(hier, state, k: int, n: int, awake: torch.Tensor) -> None:
     if k == cfg.K or dt <= 0:
         return
     count = awake.sum(0).clamp_min(1).double()
-    F = ((st.surprise - cfg.free_energy_tau * st.entropy).double() * awake).sum(0) / count
+    F = (free_energy(st.surprise, st.entropy, cfg.free_energy_tau).double() * awake).sum(0) / count
     g = (st.gate.double() * awake).sum(0) / count
     divide, die = judge(cfg, growth, k, awake.any(0) & top.alive[k], F, g, dt)
     changed = False

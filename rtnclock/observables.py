@@ -27,6 +27,11 @@ def effective_rank(x: torch.Tensor) -> torch.Tensor:
     return torch.where(total.squeeze(-1) > _EPS, h.exp(), torch.zeros_like(h))
 
 
+def free_energy(surprise: torch.Tensor, entropy: torch.Tensor, tau: float) -> torch.Tensor:
+    """Per-block free energy ``F = U - tau S`` (surprise ``U``, entropy ``S``)."""
+    return surprise - tau * entropy
+
+
 def level_observables(traj: dict, theta: float, free_energy_tau: float) -> dict[str, torch.Tensor]:
     """Observables per recorded tick from a level's trajectory (``MemoryRecorder.trajectory``).
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import Config
+from .observables import free_energy
 
 
 #: Per-slot tree fields of a growing run's ticks.
@@ -58,7 +59,7 @@ class TickRecord:
     @property
     def free_energy(self) -> torch.Tensor:
         """``F = U - tau S`` per block ``[B, n_k]`` (computed when asked: few ticks are)."""
-        return self.surprise - self.free_energy_tau * self.entropy
+        return free_energy(self.surprise, self.entropy, self.free_energy_tau)
 
 
 class NullRecorder:
@@ -104,5 +105,5 @@ def stack_ticks(ticks: list[TickRecord]) -> dict[str, torch.Tensor]:
         if name in TREE and ticks[0].alive is None:
             continue
         out[name] = torch.stack([getattr(r, name) for r in ticks])
-    out["free_energy"] = out["surprise"] - ticks[0].free_energy_tau * out["entropy"]
+    out["free_energy"] = free_energy(out["surprise"], out["entropy"], ticks[0].free_energy_tau)
     return out

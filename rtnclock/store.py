@@ -68,7 +68,7 @@ from .config import Config
 from .errors import RtnclockError
 from .events import KINDS, EventLog
 from .monitor import BLOCK_VARIABLES, Monitor
-from .observables import level_observables
+from .observables import free_energy, level_observables
 from .recorder import TREE, NullRecorder, TickRecord
 from .zarrwriter import StoreWriter
 
@@ -114,8 +114,6 @@ _SCALARS = {"t": np.float64, "n": np.int64, "cost": np.float64, "full_cost": np.
 _FIELDS = ("state", "gate", "surprise", "entropy", "active")
 #: Per-tick observables of a level (``level_observables``) the store keeps.
 OBSERVED = ("U", "S", "F", "open_fraction", "effective_rank")
-#: At most this many ticks per time chunk (each row of the held chunk keeps a view per field).
-MAX_CHUNK_ROWS = 4096
 
 
 class _Rows:
@@ -209,7 +207,7 @@ class _LevelBuffer:
         # The rows hold the full level state: size the chunk by it.
         row_bytes = np.dtype(dtype).itemsize * batch * config.slots(level) * d
         period = config.resolved("periods")[level]
-        self.chunk = int(max(1, min(CHUNK_BYTES // row_bytes, math.ceil(CHUNK_SECONDS / period), MAX_CHUNK_ROWS)))
+        self.chunk = int(max(1, min(CHUNK_BYTES // row_bytes, math.ceil(CHUNK_SECONDS / period))))
         self.all_blocks = nb == config.slots(level)
         self.fields = _FIELDS + (() if config.fixed_tree else TREE)
         self.blocks, self.level, self.config = torch.as_tensor(blocks), level, config
@@ -264,16 +262,13 @@ class _LevelBuffer:
         obs = level_observables(traj, self.config.gate_theta, self.config.free_energy_tau)
         cols = {"time": traj["t"], **{name: obs[name] for name in OBSERVED}}
         cols.update(n=traj["n"], cost=traj["cost"], full_cost=traj["full_cost"], escalated=traj["escalated"])
+        traj["free_energy"] = free_energy(traj["surprise"], traj["entropy"], self.config.free_energy_tau)
         for v in self.shapes:
-            if v == "free_energy":
-                x = traj["surprise"] - self.config.free_energy_tau * traj["entropy"]
+            if v in TREE:
+                cols[v] = traj[v]
             elif v in BLOCK_VARIABLES:
                 x = traj[v]
-            else:
-                if v in TREE:
-                    cols[v] = traj[v]
-                continue
-            cols[v] = x if self.all_blocks else x[:, :, self.blocks.to(x.device)]
+                cols[v] = x if self.all_blocks else x[:, :, self.blocks.to(x.device)]
         # astype copies: the rows are reused once this returns.
         return {v: _numpy(x).astype(self.dtypes[v]) for v, x in cols.items()}
 
