@@ -48,6 +48,17 @@ class GateHead(nn.Module):
         return torch.sigmoid(self.a * e + self.beta * demand + self.bias)
 
 
+def output_weight(gate: torch.Tensor, open_: torch.Tensor, soft: bool) -> torch.Tensor:
+    """The weight ``g`` a block's fine path gets in its output: ``g`` where open, 0 where shut.
+
+    With ``soft`` (training's straight-through gates) the value is the same but
+    the gradient is the soft gate's everywhere, through the fine path computed
+    anyway, so a shut gate can learn to open.
+    """
+    w = gate * open_
+    return w + (gate - gate.detach()) * ~open_ if soft else w
+
+
 def surprise(x_bar: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """``||x_bar - x_hat||^2 / d`` over the last axis."""
     return (x_bar - x_hat).square().mean(-1)

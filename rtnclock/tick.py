@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .events import EventLog
-from .gate import binary_entropy, surprise
+from .gate import binary_entropy, output_weight, surprise
 from .integrate import Segment, SolveStats, solve
 from .leaf import LeafMemory
 from .messages import COARSE_UP, GATE_DEMAND, PRIOR_DOWN, Message
@@ -171,12 +171,7 @@ class Hierarchy:
         x_bar = top.sensory(k, self.stream.integral(self.t(st.last_n), self.t(n))) / L
         e = surprise(x_bar, self.model.gates[k].predict(h_bar, st.down))
         st.surprise = torch.where(act, e, 0.0)
-        w = st.gate * st.open
-        if self.soft_gates:
-            # Straight-through: the value is the hard gate's (0 where closed), the
-            # gradient the soft gate's, through the fine path computed anyway.
-            w = w + (st.gate - st.gate.detach()) * ~st.open
-        g_eff = w.unsqueeze(-1)                                              # [B, n_k, 1]
+        g_eff = output_weight(st.gate, st.open, self.soft_gates).unsqueeze(-1)   # [B, n_k, 1]
         if k == 0:
             Y = (1 - g_eff) * H + g_eff * st.attn * L                        # [B, n_0, d_0]
         else:

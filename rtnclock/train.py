@@ -2,8 +2,8 @@
 
 ``RTN`` runs the multi-clock simulation over a batch of streams with the
 autograd graph on (``simulate(..., grad=True)``) and reads a linear readout
-from the levels' states (over their ticks, and the root's at the end) and the
-run's mean output.
+from the levels' states (over their ticks, and the root's at the end), the
+run's mean output and the leaves' last output.
 
 Gates (DESIGN §1): in evaluation they are hard, as in any run: the fine path
 of a block runs iff ``g > theta`` and its output is weighed by ``g``.  In
@@ -31,6 +31,7 @@ from torch import nn
 
 from . import morph
 from .config import Config
+from .gate import output_weight
 from .model import DTYPES, RTNModel
 from .recorder import NullRecorder
 from .simulate import Run, simulate
@@ -112,9 +113,12 @@ class RTN(nn.Module):
 
     The readout sees every block's state averaged over its level's ticks,
     counting a block as zero over windows it slept through as evaluation has
-    it; the root's state at the end; and the hierarchy's output ``y_K`` (the
-    HyperBlock recursion) averaged over the run: ``sum_k n_k d_k + n_K (d_K +
-    d_0)`` features.  Sleep is evaluation's even in training, where soft gates
+    it; the root's state at the end; the hierarchy's output ``y_K`` (the
+    HyperBlock recursion) averaged over the run; and the leaves' output at the
+    last tick: ``sum_k n_k d_k + n_K (d_K + d_0) + n_0 d_0`` features.  The
+    last are what lets a query shown at the end be answered (mqar): without
+    them the geometric core's retrieval reached the readout only through
+    window averages, and recall was not learned.  Sleep is evaluation's even in training, where soft gates
     integrate sleeping blocks for the gradient only, so the readout sees the
     same in both.
 
@@ -132,7 +136,9 @@ class RTN(nn.Module):
         self.growth = morph.GrowthState.initial(config, torch.device("cpu")) if config.grows else None
         dims = config.resolved("dims")
         n_K = config.slots(config.K)
-        n_feat = sum(config.slots(k) * dims[k] for k in range(config.n_levels)) + n_K * (dims[config.K] + dims[0])
+        # Level averages, the root's last state, the mean y_K, the leaves' last output.
+        n_feat = (sum(config.slots(k) * dims[k] for k in range(config.n_levels)) + n_K * (dims[config.K] + dims[0])
+                  + config.slots(0) * dims[0])
         gen = torch.Generator().manual_seed(config.seed + 1)
         dtype = DTYPES[config.dtype]
         self.readout = nn.Linear(n_feat, out_dim, dtype=dtype)
@@ -157,7 +163,7 @@ class RTN(nn.Module):
         if not top.full:
             feats = [f * top.mass[k].to(f.dtype).view(1, -1, 1) for k, f in enumerate(feats)]
         feats = [f.reshape(B, -1) for f in feats]
-        feats += [run.final_states()[K].reshape(B, -1), y_mean.reshape(B, -1)]
+        feats += [run.final_states()[K].reshape(B, -1), y_mean.reshape(B, -1), self._leaf_output(run, top).reshape(B, -1)]
         gates = [(collect.g[k] / collect.n_g[k]).mean(-1) for k in range(self.config.n_levels)]
         gate_mean = torch.stack(gates)
         # Gate sums over the run, weighed by what each gate switches on.
@@ -172,6 +178,19 @@ class RTN(nn.Module):
         return RTNOutput(readout=self.readout(torch.cat(feats, -1)), gate_mean=gate_mean,
                          soft_cost=soft * (B / full) if full else soft * 0, sparsity=run.sparsity,
                          gate_open=[row["gate_open"] for row in summary], run=run, growth=collect.growth)
+
+    def _leaf_output(self, run: Run, top: Topology) -> torch.Tensor:
+        """The leaves' output ``y = (1 - g) x + g a`` at the run's last tick, ``[B, n_0, d_0]``.
+
+        What the geometric core retrieved last: a query shown near the end is
+        read here before any window averages it away.  A leaf asleep (as
+        evaluation has it) counts as zero.
+        """
+        st = run.state.levels[0]
+        w = output_weight(st.gate, st.open, self.training).unsqueeze(-1)
+        awake = st.active if st.awake is None else st.awake
+        y = torch.where(awake.unsqueeze(-1), (1 - w) * st.h + w * st.attn, 0.0)
+        return y if top.full else y * top.mass[0].to(y.dtype).view(1, -1, 1)
 
     # ---- growth between training steps ---------------------------------
     def grow(self, out: RTNOutput, optimizer: torch.optim.Optimizer | None = None,
@@ -232,33 +251,36 @@ class RTN(nn.Module):
                         changes.append(("apoptosis", level, slot))
         return changes
 
-    def _columns(self, k: int, slot: int) -> slice:
-        """The readout columns that read slot ``slot`` of level ``k``."""
+    def _columns(self, k: int, slot: int) -> list[slice]:
+        """The readout columns that read slot ``slot`` of level ``k`` (a leaf's twice: average and last output)."""
         dims = self.config.resolved("dims")
         start = sum(self.config.slots(l) * dims[l] for l in range(k)) + slot * dims[k]
-        return slice(start, start + dims[k])
+        cols = [slice(start, start + dims[k])]
+        if k == 0:
+            last = self.readout.in_features - self.config.slots(0) * dims[0] + slot * dims[0]
+            cols.append(slice(last, last + dims[0]))
+        return cols
 
     def _copy_columns(self, k: int, src: int | None, dst: int, optimizer) -> None:
         """Readout columns (and their optimizer state) of slot ``dst`` := slot ``src``'s, or 0."""
-        cols = self._columns(k, dst)
         w = self.readout.weight
         tensors = [w.data]
         if optimizer is not None:
             tensors += [v for v in optimizer.state.get(w, {}).values()
                         if torch.is_tensor(v) and v.shape == w.shape]
+        sources = [None] * len(self._columns(k, dst)) if src is None else self._columns(k, src)
         for x in tensors:
-            if src is None:
-                x[:, cols] = 0
-            else:
-                x[:, cols] = x[:, self._columns(k, src)]
+            for cols, from_ in zip(self._columns(k, dst), sources):
+                x[:, cols] = 0 if from_ is None else x[:, from_]
 
     def _perturb_columns(self, k: int, slot: int) -> None:
         """The daughter's small perturbation: her only own parameters are her readout columns."""
         noise = self.config.mitosis_noise
         if noise <= 0:
             return
-        w = self.readout.weight.data[:, self._columns(k, slot)]
-        w += noise * w.square().mean().sqrt() * self.growth.randn(w.shape, w.dtype).to(w.device)
+        for cols in self._columns(k, slot):
+            w = self.readout.weight.data[:, cols]
+            w += noise * w.square().mean().sqrt() * self.growth.randn(w.shape, w.dtype).to(w.device)
 
     def tree_state(self) -> dict:
         """The tree and its growth counters (checkpoints keep them beside the state dict)."""

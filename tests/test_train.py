@@ -59,6 +59,43 @@ def test_soft_gates_reach_closed_gates_and_keep_the_hard_output():
     assert outs[True].sparsity < outs[False].sparsity          # training computes every fine path
 
 
+def _readout_input(rtn, x):
+    """The features the readout read in one forward pass, and that pass's output."""
+    seen = []
+    hook = rtn.readout.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    out = rtn(x)
+    hook.remove()
+    return seen[0], out
+
+
+def test_the_readout_reads_the_leaves_last_output():
+    """The last ``n_0 d_0`` features are ``y = (1 - g) x + g a`` at the run's last tick: a leaf with its
+    gate shut gives its state, one asleep (its parent's gate shut) gives zero, and an open leaf
+    differs from its state by exactly ``g (a - x)``."""
+    cfg = _cfg(gate_bias=(-6.0, -3.0, 2.0), gate_a=(0.0, 8.0, 8.0))     # leaves shut; some parents shut
+    x = _frames(cfg, 2, 12)
+    n0, d0 = cfg.blocks(0), cfg.resolved("dims")[0]
+    rtn = RTN(cfg, 3).eval()
+    with torch.no_grad():
+        feats, out = _readout_input(rtn, x)
+    last = feats[:, -n0 * d0:].reshape(2, n0, d0)
+    st = out.run.state.levels[0]
+    awake = st.active if st.awake is None else st.awake
+    assert bool(awake.any()) and not bool(awake.all())                  # both kinds present
+    torch.testing.assert_close(last[awake], st.h[awake], rtol=0, atol=0)
+    assert torch.all(last[~awake] == 0)
+    assert rtn.readout.in_features == feats.shape[1]
+
+    cfg = _cfg(gate_mode=("open", "open", "open"))                      # every leaf attends, g = 1
+    rtn = RTN(cfg, 3).eval()
+    with torch.no_grad():
+        feats, out = _readout_input(rtn, x)
+    st = out.run.state.levels[0]
+    last = feats[:, -n0 * d0:].reshape(2, n0, d0)
+    torch.testing.assert_close(last, st.attn, rtol=0, atol=1e-12)       # y = a where g = 1
+    assert float((last - st.h).abs().max()) > 1e-3                      # not the state
+
+
 def test_soft_cost_is_the_fine_path_share_of_full_cost_with_all_gates_open():
     """Gates forced open: every fine path runs, so the gate-weighted cost is the full cost less the root's own."""
     for ratio in (2.0, 4.0):
