@@ -1,9 +1,9 @@
 """mqar (seed 002, Fig. 4): recall accuracy against sequence length, gated leaves vs inertial-only.
 
-    .venv/bin/python benchmarks/mqar.py [--pairs 2 4 8] [--epochs 6] [--lr 1e-2]
+    .venv/bin/python benchmarks/mqar.py [--pairs 1 2 4 8] [--epochs 20] [--lr 1e-2]
 
-Each sequence shows ``n_pairs`` key-value pairs, one query key and 4 blank
-frames; the label is the queried key's value (8 values, chance 12.5%).  The
+Each sequence shows ``n_pairs`` key-value pairs, one query key and one blank
+frame; the label is the queried key's value (8 values, chance 12.5%).  The
 gated model is mqar's default config, trained without a penalty; the
 inertial-only model has its leaves' gates forced shut (``gate_mode`` closed at
 level 0: no geometric core, no attention over the leaves' past).  2,048
@@ -37,8 +37,8 @@ def run(cfg, pairs: int, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--pairs", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-2)
     args = parser.parse_args()
     torch.set_num_threads(1)

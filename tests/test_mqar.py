@@ -59,9 +59,8 @@ def test_same_seed_same_data_and_a_short_draw_is_a_prefix():
 def test_to_frames_one_hot_layout_and_query_marker():
     tokens = torch.tensor([[0, 8, 7, 15, 7, M.BLANK], [16 - 1, 3, 3, 8, 0, 3]])
     query = torch.tensor([[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]])
-    frames = M.to_frames(tokens, query, 4, 5)                                # [N, L, 4, 5]
-    assert frames.shape == (2, 6, 4, 5) and frames.dtype == torch.float32
-    flat = frames.flatten(-2)                                               # [N, L, 20]
+    frames = M.to_frames(tokens, query, 4, 20)                               # [N, L, 4, 20]: 3 spare channels
+    assert frames.shape == (2, 6, 4, 20) and frames.dtype == torch.float32
     marker = M.N_KEYS + M.N_VALUES
     for n in range(2):
         for i in range(6):
@@ -70,23 +69,22 @@ def test_to_frames_one_hot_layout_and_query_marker():
             if t != M.BLANK:
                 expected[t] = 1
             expected[marker] = q
-            assert torch.equal(flat[n, i], expected)
-            if t != M.BLANK:
-                assert frames[n, i, t // 5, t % 5] == 1                     # leaf-major: leaf t // c
+            for leaf in range(4):                                           # every leaf sees the whole token
+                assert torch.equal(frames[n, i, leaf], expected)
     assert torch.all(frames[0, 5] == 0)                                     # a blank frame
-    assert torch.equal(flat[..., marker], query.float())                    # the marker on query frames only
-    assert torch.equal(M.to_frames(tokens, query, 17, 1).flatten(-2), flat[..., :17])   # exact fit
+    assert torch.equal(frames[..., 2, marker], query.float())               # the marker on query frames only
+    assert torch.equal(M.to_frames(tokens, query, 1, 17)[:, :, 0], frames[:, :, 0, :17])   # exact fit
 
 
 def test_too_narrow_layout_names_input_dim():
     tokens, query = torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 3, dtype=torch.int64)
-    with pytest.raises(rtnclock.ConfigError, match="'input_dim': got 4"):
-        M.to_frames(tokens, query, 4, 4)                                    # 16 channels for 17
-    with pytest.raises(rtnclock.ConfigError, match="'input_dim': got 2"):
-        M.to_frames(tokens, query, 4, 2, n_keys=4, n_values=4)              # 8 channels for 9
+    with pytest.raises(rtnclock.ConfigError, match="'input_dim': got 16.*at least 17"):
+        M.to_frames(tokens, query, 4, 16)                                   # 16 channels for 17
+    with pytest.raises(rtnclock.ConfigError, match="'input_dim': got 8"):
+        M.to_frames(tokens, query, 4, 8, n_keys=4, n_values=4)              # 8 channels for 9
     with pytest.raises(rtnclock.ConfigError, match="'input_dim'"):
-        M.default_config(input_dim=4)
-    M.to_frames(tokens, query, 4, 3, n_keys=4, n_values=4)                  # 12 >= 9: fits
+        M.default_config(input_dim=5)                                       # 4 leaves x 5 was the split layout
+    assert M.to_frames(tokens, query, 4, 9, n_keys=4, n_values=4).shape == (1, 3, 4, 9)   # 9 >= 9: fits
 
 
 @pytest.mark.parametrize("call, field", [
@@ -96,8 +94,8 @@ def test_too_narrow_layout_names_input_dim():
     (lambda: M.sequences(0, n_pairs=2, n_queries=1, seed=0), "n"),
     (lambda: M.sequences(4, n_pairs=2, n_queries=1, seed=-1), "seed"),
     (lambda: M.sequences(4, n_pairs=2, n_queries=1, seed=0, n_blank=-1), "n_blank"),
-    (lambda: M.to_frames(torch.tensor([[17]]), torch.tensor([[0]]), 4, 5), "tokens"),
-    (lambda: M.to_frames(torch.tensor([[1, 2]]), torch.tensor([[0]]), 4, 5), "query"),
+    (lambda: M.to_frames(torch.tensor([[17]]), torch.tensor([[0]]), 4, 17), "tokens"),
+    (lambda: M.to_frames(torch.tensor([[1, 2]]), torch.tensor([[0]]), 4, 17), "query"),
     (lambda: M.dataset(M.default_config(), "valid"), "split"),
     (lambda: M.default_config(no_such_field=1), "no_such_field"),
     (lambda: M.make_stream(M.default_config(), duration=0), "duration"),
@@ -110,7 +108,8 @@ def test_bad_arguments_name_the_field(call, field):
 
 def test_default_config():
     config = M.default_config()
-    assert (config.K, config.branching, config.blocks(0), config.input_dim) == (2, 2, 4, 5)
+    assert (config.K, config.branching, config.blocks(0), config.input_dim) == (2, 2, 4, 17)
+    assert config.temperature == 0.25
     assert config.resolved("periods") == pytest.approx((0.01, 0.04, 0.16))
     assert config.resolved("dims") == (16, 16, 16) and config.dtype == "float32"
     assert config.method == "rk4" and config.step_size == M.FRAME_SECONDS == config.base_period
@@ -125,14 +124,14 @@ def test_dataset_shapes_labels_and_fixed_splits(split, size):
     config = M.default_config()
     frames, labels = M.dataset(config, split)
     L = M.sequence_length(M.DEFAULT_PAIRS, M.DEFAULT_QUERIES, M.DEFAULT_BLANK)
-    assert frames.shape == (size, L, 4, 5) and frames.dtype == torch.float32
+    assert frames.shape == (size, L, 4, 17) and frames.dtype == torch.float32
     assert labels.shape == (size,) and labels.dtype == torch.int64
     assert 0 <= int(labels.min()) and int(labels.max()) < M.N_CLASSES
     tokens, query, expected = M.sequences(size, n_pairs=M.DEFAULT_PAIRS, n_queries=M.DEFAULT_QUERIES,
                                           seed=M.SPLIT_SEEDS[split], n_blank=M.DEFAULT_BLANK)
-    assert torch.equal(labels, expected) and torch.equal(frames, M.to_frames(tokens, query, 4, 5))
+    assert torch.equal(labels, expected) and torch.equal(frames, M.to_frames(tokens, query, 4, 17))
     short, _ = M.dataset(config, split, n_pairs=2, n_queries=1, n_blank=0)
-    assert short.shape == (size, 5, 4, 5)
+    assert short.shape == (size, 5, 4, 17)
     assert M.dataset(config.replace(dtype="float64"), split)[0].dtype == torch.float64
 
 
@@ -147,7 +146,7 @@ def test_stream_shows_the_annotated_sequences_back_to_back():
     config = M.default_config()
     stream = M.make_stream(config, duration=1.0, seed=5, batch=2)
     frames = stream.frames                                                  # [B, F, n_leaves, c]
-    assert frames.shape == (2, 101, 4, 5) and frames.dtype == torch.float32
+    assert frames.shape == (2, 101, 4, 17) and frames.dtype == torch.float32
     assert stream.dt == pytest.approx(M.FRAME_SECONDS) and stream.duration == pytest.approx(1.0)
     L = M.sequence_length(M.DEFAULT_PAIRS, M.DEFAULT_QUERIES, M.DEFAULT_BLANK)
     count = math.ceil(101 / L)
@@ -155,7 +154,7 @@ def test_stream_shows_the_annotated_sequences_back_to_back():
     for b in range(2):
         tokens, query, labels = M.sequences(count, n_pairs=M.DEFAULT_PAIRS, n_queries=M.DEFAULT_QUERIES,
                                             seed=5 + b, n_blank=M.DEFAULT_BLANK)
-        expected = M.to_frames(tokens, query, 4, 5).flatten(0, 1)[:101]    # [F, 4, 5]
+        expected = M.to_frames(tokens, query, 4, 17).flatten(0, 1)[:101]   # [F, 4, 17]
         assert torch.equal(frames[b], expected)
         rows = [i for i, s in enumerate(notes["stream"]) if s == b]
         starts = [i for i in rows if notes["kind"][i] == "sequence"]
@@ -183,9 +182,9 @@ def test_cli_run(tmp_path, capsys):
     out = tmp_path / "mqar.zarr"
     assert main(["run", "mqar", "--duration", "1", "--quiet", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "scenario mqar: 1 s" in printed and "4 leaves x 5 channels" in printed
+    assert "scenario mqar: 1 s" in printed and "4 leaves x 17 channels" in printed
     assert main(["info", str(out)]) == 0
-    assert "sequence 5" in capsys.readouterr().out                  # sequences start at 0, 0.24, ... 0.96 s
+    assert "sequence 5" in capsys.readouterr().out                  # sequences start at 0, 0.21, ... 0.84 s
 
 
 def test_cli_train_smoke(tmp_path, capsys):
