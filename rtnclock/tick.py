@@ -57,6 +57,10 @@ class LevelState:
     cost: float = 0.0          # cost units of the tick in progress
     escalated: bool = False
 
+    def awake_now(self) -> torch.Tensor:
+        """Blocks awake as evaluation has it: ``awake`` where soft gates keep it apart, else ``active``."""
+        return self.active if self.awake is None else self.awake
+
 
 @dataclass
 class SimState:
@@ -221,7 +225,7 @@ class Hierarchy:
             st.gate, st.open = torch.zeros_like(st.gate), torch.zeros_like(st.open)
             st.entropy, st.attn = torch.zeros_like(st.entropy), torch.zeros_like(st.attn)
             return
-        awake = act if st.awake is None else st.awake
+        awake = st.awake_now()
         g = self.model.gates[k].gate(st.surprise, st.demand)
         g = torch.where(act, g, 0.0)
         new_open = awake & (g > self.theta)
@@ -253,7 +257,7 @@ class Hierarchy:
             kids_awake, kids_active = kids_awake & top.alive[k - 1], kids_active & top.alive[k - 1]
         # A child wakes from the prior-down, with soft gates too: what it did while
         # asleep (integrated only for the gradient) is not what evaluation sees.
-        woke = kids_awake & ~(child.active if child.awake is None else child.awake)
+        woke = kids_awake & ~child.awake_now()
         if bool(woke.any()):
             self.events.log_mask(n, "wake", k - 1, woke)
             child.h = torch.where(woke.unsqueeze(-1), child.down, child.h)

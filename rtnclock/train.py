@@ -118,9 +118,9 @@ class RTN(nn.Module):
     last tick: ``sum_k n_k d_k + n_K (d_K + d_0) + n_0 d_0`` features.  The
     last are what lets a query shown at the end be answered (mqar): without
     them the geometric core's retrieval reached the readout only through
-    window averages, and recall was not learned.  Sleep is evaluation's even in training, where soft gates
-    integrate sleeping blocks for the gradient only, so the readout sees the
-    same in both.
+    window averages, and recall was not learned.  Sleep is evaluation's even
+    in training, where soft gates integrate sleeping blocks for the gradient
+    only, so the readout sees the same in both.
 
     With a growing config (``capacity``, ``mitosis_threshold``,
     ``apoptosis_epsilon``) the module owns its tree: every forward runs on it
@@ -163,7 +163,8 @@ class RTN(nn.Module):
         if not top.full:
             feats = [f * top.mass[k].to(f.dtype).view(1, -1, 1) for k, f in enumerate(feats)]
         feats = [f.reshape(B, -1) for f in feats]
-        feats += [run.final_states()[K].reshape(B, -1), y_mean.reshape(B, -1), self._leaf_output(run, top).reshape(B, -1)]
+        feats += [run.final_states()[K].reshape(B, -1), y_mean.reshape(B, -1),
+                  self._leaf_output(run, top).reshape(B, -1)]
         gates = [(collect.g[k] / collect.n_g[k]).mean(-1) for k in range(self.config.n_levels)]
         gate_mean = torch.stack(gates)
         # Gate sums over the run, weighed by what each gate switches on.
@@ -188,8 +189,7 @@ class RTN(nn.Module):
         """
         st = run.state.levels[0]
         w = output_weight(st.gate, st.open, self.training).unsqueeze(-1)
-        awake = st.active if st.awake is None else st.awake
-        y = torch.where(awake.unsqueeze(-1), (1 - w) * st.h + w * st.attn, 0.0)
+        y = torch.where(st.awake_now().unsqueeze(-1), (1 - w) * st.h + w * st.attn, 0.0)
         return y if top.full else y * top.mass[0].to(y.dtype).view(1, -1, 1)
 
     # ---- growth between training steps ---------------------------------
@@ -268,9 +268,10 @@ class RTN(nn.Module):
         if optimizer is not None:
             tensors += [v for v in optimizer.state.get(w, {}).values()
                         if torch.is_tensor(v) and v.shape == w.shape]
-        sources = [None] * len(self._columns(k, dst)) if src is None else self._columns(k, src)
+        targets = self._columns(k, dst)
+        sources = [None] * len(targets) if src is None else self._columns(k, src)
         for x in tensors:
-            for cols, from_ in zip(self._columns(k, dst), sources):
+            for cols, from_ in zip(targets, sources):
                 x[:, cols] = 0 if from_ is None else x[:, from_]
 
     def _perturb_columns(self, k: int, slot: int) -> None:

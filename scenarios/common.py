@@ -30,13 +30,17 @@ def check_args(duration, seed, batch) -> None:
         raise rtnclock.ConfigError("batch", batch, "an integer >= 1")
 
 
-def check_layout(width: int, n_leaves, input_dim, holds: str) -> None:
+def check_layout(width: int, n_leaves, input_dim, holds: str, *, every_leaf: bool = False) -> None:
     """Raise ``ConfigError`` unless ``n_leaves`` and ``input_dim`` are positive
-    integers and the leaves' ``n_leaves * input_dim`` channels fit ``width``
-    values (``holds`` says what they are, for the message naming ``input_dim``)."""
+    integers and the leaves' channels fit ``width`` values (``holds`` says what
+    they are, for the message naming ``input_dim``): shared out over the
+    ``n_leaves * input_dim`` channels, or with ``every_leaf`` all of them in
+    each leaf's ``input_dim``."""
     for field, value in (("n_leaves", n_leaves), ("input_dim", input_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise rtnclock.ConfigError(field, value, "an integer >= 1")
+    if every_leaf and width > input_dim:
+        raise rtnclock.ConfigError("input_dim", input_dim, f"at least {width}, so that every leaf holds {holds}")
     if width > n_leaves * input_dim:
         raise rtnclock.ConfigError("input_dim", input_dim,
                                    f"at least ceil({width} / {n_leaves}) = {math.ceil(width / n_leaves)}, "

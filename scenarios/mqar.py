@@ -168,8 +168,9 @@ def to_frames(tokens: torch.Tensor, query: torch.Tensor, n_leaves: int, input_di
 def default_config(**overrides) -> rtnclock.Config:
     """A 3-level binary hierarchy (4 leaves), each leaf seeing the whole token.
 
-    ``input_dim = 17``: the 8 keys, 8 values and the query marker.  The leaves tick every frame (``tau0`` and the base
-    period are :data:`FRAME_SECONDS`), level 1 every 4, the root every 16
+    ``input_dim = 17``: the 8 keys, 8 values and the query marker.  The
+    leaves tick every frame (``tau0`` and the base period are
+    :data:`FRAME_SECONDS`), level 1 every 4, the root every 16
     (``ratio`` 4); RK4 with one step per frame, like the other scenarios.
     ``attention_temperature`` is 0.25 rather than ``sqrt(16) = 4``: the leaves'
     states are small (tanh-bounded and leaky), so at ``sqrt(d)`` attention
@@ -281,11 +282,8 @@ def _check_counts(**counts) -> None:
 
 def _check_fits(width: int, n_leaves, input_dim) -> None:
     """Raise ``ConfigError`` unless every leaf has the ``width`` channels of a whole token."""
-    common.check_layout(width, n_leaves, input_dim, f"{width} token channels (keys, values and the query marker)")
-    if input_dim < width:
-        raise rtnclock.ConfigError("input_dim", input_dim,
-                                   f"at least {width}, so that every leaf sees a whole token "
-                                   "(keys, values and the query marker)")
+    common.check_layout(width, n_leaves, input_dim, f"the {width} token channels (keys, values and the query marker)",
+                        every_leaf=True)
 
 
 def _annotations(drawn: list, *, n_frames: int, n_pairs: int) -> dict:

@@ -80,7 +80,7 @@ def test_the_readout_reads_the_leaves_last_output():
         feats, out = _readout_input(rtn, x)
     last = feats[:, -n0 * d0:].reshape(2, n0, d0)
     st = out.run.state.levels[0]
-    awake = st.active if st.awake is None else st.awake
+    awake = st.awake_now()
     assert bool(awake.any()) and not bool(awake.all())                  # both kinds present
     torch.testing.assert_close(last[awake], st.h[awake], rtol=0, atol=0)
     assert torch.all(last[~awake] == 0)
