@@ -32,21 +32,29 @@ def free_energy(surprise: torch.Tensor, entropy: torch.Tensor, tau: float) -> to
     return surprise - tau * entropy
 
 
-def level_observables(traj: dict, theta: float, free_energy_tau: float) -> dict[str, torch.Tensor]:
+def level_observables(traj: dict, theta: float, free_energy_tau: float,
+                      rank: bool = True) -> dict[str, torch.Tensor]:
     """Observables per recorded tick from a level's trajectory (``MemoryRecorder.trajectory``).
 
     Means are over active blocks (dormant blocks are not computed); the open
-    fraction is over all blocks.
+    fraction is over all blocks.  ``rank=False`` leaves out the effective rank
+    (:func:`state_rank`), the one costly observable.
     """
     active = traj["active"].to(traj["surprise"].dtype)                     # [T, B, n_k]
     n_active = active.sum((1, 2)).clamp_min(1)
     U = (traj["surprise"] * active).sum((1, 2)) / n_active
     S = (traj["entropy"] * active).sum((1, 2)) / n_active
-    state = traj["state"]                                                   # [T, B, n_k, d_k]
-    rows = state.reshape(state.shape[0], -1, state.shape[-1])
-    return {
+    out = {
         "t": traj["t"], "U": U, "S": S, "F": U - free_energy_tau * S,
         "open_fraction": (traj["gate"] > theta).to(U.dtype).mean((1, 2)),
         "cost": traj["cost"], "full_cost": traj["full_cost"],
-        "effective_rank": effective_rank(rows),
     }
+    if rank:
+        out["effective_rank"] = state_rank(traj)
+    return out
+
+
+def state_rank(traj: dict) -> torch.Tensor:
+    """Effective rank per recorded tick of a level's ``[B * n_k, d_k]`` state matrix."""
+    state = traj["state"]                                                   # [T, B, n_k, d_k]
+    return effective_rank(state.reshape(state.shape[0], -1, state.shape[-1]))

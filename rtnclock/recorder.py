@@ -18,9 +18,10 @@ from .observables import free_energy
 TREE = ("alive", "block_id", "parent_id", "born")
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ costs three times as much, and a run makes one per tick.
+@dataclass(slots=True)
 class TickRecord:
-    """What one level tick produced.
+    """What one level tick produced (every recorder sees the same one: read it, do not change it).
 
     Attributes:
         level, n, t: level, integer leaf-tick count and time in seconds.

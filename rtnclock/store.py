@@ -68,7 +68,7 @@ from .config import Config
 from .errors import RtnclockError
 from .events import KINDS, EventLog
 from .monitor import BLOCK_VARIABLES, Monitor
-from .observables import free_energy, level_observables
+from .observables import free_energy, level_observables, state_rank
 from .recorder import TREE, NullRecorder, TickRecord
 from .zarrwriter import StoreWriter
 
@@ -256,11 +256,17 @@ class _LevelBuffer:
         self.held.settle()
         return self.held.trajectory(copy=True)
 
-    def columns(self, rows: _Rows) -> dict[str, np.ndarray]:
-        """The settled rows as one new array per stored variable."""
+    def columns(self, rows: _Rows, part: str = "all") -> dict[str, np.ndarray]:
+        """The settled rows as one new array per stored variable.
+
+        ``part``: "all"; "rest", all but the effective rank; or "rank", the
+        effective rank alone (an SVD per tick: most of the work).
+        """
         traj = rows.trajectory()
-        obs = level_observables(traj, self.config.gate_theta, self.config.free_energy_tau)
-        cols = {"time": traj["t"], **{name: obs[name] for name in OBSERVED}}
+        if part == "rank":
+            return {"effective_rank": _numpy(state_rank(traj)).astype(self.dtypes["effective_rank"])}
+        obs = level_observables(traj, self.config.gate_theta, self.config.free_energy_tau, rank=part == "all")
+        cols = {"time": traj["t"], **{name: obs[name] for name in OBSERVED if name in obs}}
         cols.update(n=traj["n"], cost=traj["cost"], full_cost=traj["full_cost"], escalated=traj["escalated"])
         traj["free_energy"] = free_energy(traj["surprise"], traj["entropy"], self.config.free_energy_tau)
         for v in self.shapes:
@@ -282,6 +288,8 @@ class _LevelBuffer:
             ``(items, nbytes)``: a callable giving the ``(array, start, rows)``
             appends (run by the writer's thread: it computes the observables
             and frees the rows) and their payload bytes; None if nothing is held.
+            ``items(part)`` gives a :meth:`columns` part; "rest" keeps the rows
+            for the "rank" that must follow.
         """
         if not self.count:
             return None
@@ -297,11 +305,12 @@ class _LevelBuffer:
         ready(self.held.free)
         self.held.reset()
 
-        def items():                     # run by the writer's thread
+        def items(part: str = "all"):           # run by the writer's thread
             try:
-                return [(f"{self.name}/{v}", start, data) for v, data in self.columns(rows).items()]
+                return [(f"{self.name}/{v}", start, data) for v, data in self.columns(rows, part).items()]
             finally:
-                rows.free.set()
+                if part != "rest":
+                    rows.free.set()
         return items, nbytes
 
 
@@ -529,14 +538,21 @@ class ZarrRecorder(NullRecorder):
     def _flush(self, buffers, finished: bool = False, checkpoint=None, last: bool = False) -> None:
         """Chunks, then events, then a checkpoint, then the commit, in this order.
 
-        ``last``: the run waits for this flush, so its columns are computed here,
-        one level while the writer's thread writes the one before (both mostly
-        outside the GIL), instead of all of them on the writer's thread.
+        ``last``: the run waits for this flush, so its columns are computed here
+        while the writer's thread writes those before (both mostly outside the
+        GIL), instead of all of them on the writer's thread; the effective
+        ranks, most of the work, come last, so every other file is written
+        meanwhile.
         """
+        ranks = []
         for buf in buffers:
             if (held := buf.flush(self._ready)) is not None:
                 self.bytes_written += held[1]
-                self._send(("append", held[0]() if last else held[0]))
+                self._send(("append", held[0]("rest") if last else held[0]))
+                if last:
+                    ranks.append(held[0])
+        for items in ranks:
+            self._send(("append", items("rank")))
         for items in (self._event_items(), self._sensory_items()):
             if items:
                 self.bytes_written += sum(data.nbytes for _, _, data in items)
