@@ -184,9 +184,10 @@ class _Array:
     def key(self, i: int) -> Path:
         return self.path / SEPARATOR.join(["c", str(i), *("0",) * (len(self.chunks) - 1)])
 
-    def encode(self, block: np.ndarray) -> bytes:
-        raw = np.ascontiguousarray(block, dtype=self.dtype).tobytes()
-        return raw if self.codec is None else self.codec.encode(raw)
+    def encode(self, block: np.ndarray):
+        """The chunk's bytes as stored (a buffer: raw chunks are not copied once more)."""
+        raw = np.ascontiguousarray(block, dtype=self.dtype).reshape(-1)
+        return memoryview(raw.view(np.uint8)) if self.codec is None else self.codec.encode(raw)
 
     def decode(self, i: int) -> np.ndarray:
         """Chunk ``i`` as stored (all fill where it was never written)."""
