@@ -15,6 +15,7 @@ audio_stream on its defaults (B = 1), torch on one thread:
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import shutil
 import tempfile
@@ -36,7 +37,13 @@ def size_of(path: Path) -> int:
 
 
 def timed_run(cfg, stream, recorder, cpu=None):
-    """Wall seconds of one ``simulate``; appends the calling thread's CPU seconds to ``cpu``."""
+    """Wall seconds of one ``simulate``; appends the calling thread's CPU seconds to ``cpu``.
+
+    A full garbage collection first, untimed: otherwise the ~0.1 s full
+    collection that the garbage of earlier runs brings due lands in whichever
+    run happens to be next (one in three or four of them).
+    """
+    gc.collect()
     start, began = time.perf_counter(), time.thread_time()
     simulate(cfg, stream, recorder=recorder)
     if cpu is not None:

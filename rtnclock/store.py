@@ -129,22 +129,47 @@ class _Rows:
 
     #: Ticks held before they are stacked into their rows.
     BATCH = 64
+    #: Settled rows whose effective rank the writer's thread computes in one
+    #: piece during the run (an SVD per tick: the costliest column, and the
+    #: last flush, which the run waits for, is left only the rows after them).
+    RANK_PIECE = 4 * BATCH
 
     def __init__(self, chunk: int, like: dict[str, torch.Tensor]):
         self.fields = tuple(like)
         self.data = {f: torch.empty((chunk, *x.shape), dtype=x.dtype, device=x.device) for f, x in like.items()}
         self.scalars = {name: np.empty(chunk, dtype) for name, dtype in _SCALARS.items()}
+        self.rank = torch.empty(chunk, dtype=like["state"].dtype, device=like["state"].device)
         self.count = 0                      # rows filled, pending ticks included
+        self.asked = 0                      # rows whose rank a piece computes (or has)
         self._pending: list[TickRecord] = []
         self.free = threading.Event()         # set once the writer has copied the rows out
         self.free.set()
 
-    def add(self, tick: TickRecord) -> None:
-        """Take ``tick`` as the next row."""
+    def add(self, tick: TickRecord):
+        """Take ``tick`` as the next row; returns a :meth:`rank_piece` when one is due, else None."""
         self._pending.append(tick)
         self.count += 1
         if len(self._pending) == self.BATCH:
             self.settle()
+            if self.count - self.asked >= self.RANK_PIECE:
+                return self.rank_piece()
+        return None
+
+    def rank_piece(self):
+        """A job computing the effective rank of the settled rows no piece has been asked for."""
+        a = self.asked
+        b = self.asked = self.count - len(self._pending)
+
+        def job():
+            self.rank[a:b] = state_rank({"state": self.data["state"][a:b]})
+        return job
+
+    def ranks(self) -> torch.Tensor:
+        """The effective rank of every row, once settled.  Call it after every
+        piece asked for has run (on the writer's thread, after them)."""
+        if self.asked < self.count:
+            self.rank_piece()()
+        return self.rank[:self.count]
 
     def settle(self) -> None:
         """Stack the pending ticks into their rows (the run's thread only)."""
@@ -165,12 +190,12 @@ class _Rows:
             self.data[f][:n] = cols[f]
         for name, values in self.scalars.items():
             values[:n] = np.asarray(cols[name])
-        self.count = n
+        self.count, self.asked = n, 0
         self._pending = []
 
     def reset(self) -> None:
         """Empty the rows for the next chunk."""
-        self.count = 0
+        self.count = self.asked = 0
         self._pending = []
 
     def trajectory(self, copy: bool = False) -> dict[str, torch.Tensor]:
@@ -236,11 +261,13 @@ class _LevelBuffer:
         self.pair = [_Rows(self.chunk, like)]            # the second at the first flush
         self.held = self.pair[0]
 
-    def add(self, tick: TickRecord) -> bool:
-        """Copy one tick in; True when the chunk is full."""
+    def add(self, tick: TickRecord, ask) -> bool:
+        """Copy one tick in; True when the chunk is full.  ``ask(job)`` runs a
+        job on the writer's thread (a piece of effective ranks)."""
         if self.held is None:
             self._allocate({f: getattr(tick, f) for f in self.fields})
-        self.held.add(tick)
+        if (job := self.held.add(tick)) is not None:
+            ask(job)
         return self.held.count == self.chunk
 
     def restore(self, cols: dict | None) -> None:
@@ -262,10 +289,12 @@ class _LevelBuffer:
         ``part``: "all"; "rest", all but the effective rank; or "rank", the
         effective rank alone (an SVD per tick: most of the work).
         """
-        traj = rows.trajectory()
         if part == "rank":
-            return {"effective_rank": _numpy(state_rank(traj)).astype(self.dtypes["effective_rank"])}
-        obs = level_observables(traj, self.config.gate_theta, self.config.free_energy_tau, rank=part == "all")
+            return {"effective_rank": _numpy(rows.ranks()).astype(self.dtypes["effective_rank"])}
+        traj = rows.trajectory()
+        obs = level_observables(traj, self.config.gate_theta, self.config.free_energy_tau, rank=False)
+        if part == "all":
+            obs["effective_rank"] = rows.ranks()
         cols = {"time": traj["t"], **{name: obs[name] for name in OBSERVED if name in obs}}
         cols.update(n=traj["n"], cost=traj["cost"], full_cost=traj["full_cost"], escalated=traj["escalated"])
         traj["free_energy"] = free_energy(traj["surprise"], traj["entropy"], self.config.free_energy_tau)
@@ -289,7 +318,8 @@ class _LevelBuffer:
             appends (run by the writer's thread: it computes the observables
             and frees the rows) and their payload bytes; None if nothing is held.
             ``items(part)`` gives a :meth:`columns` part; "rest" keeps the rows
-            for the "rank" that must follow.
+            for the "rank" that must follow, and "tail" computes, on the calling
+            thread, the ranks no piece covers (and gives nothing to append).
         """
         if not self.count:
             return None
@@ -306,6 +336,9 @@ class _LevelBuffer:
         self.held.reset()
 
         def items(part: str = "all"):           # run by the writer's thread
+            if part == "tail":
+                rows.rank_piece()()
+                return []
             try:
                 return [(f"{self.name}/{v}", start, data) for v, data in self.columns(rows, part).items()]
             finally:
@@ -402,7 +435,7 @@ class ZarrRecorder(NullRecorder):
         self._counts[tick.level] = count + 1
         if count % self.every:
             return
-        if buf.add(tick):
+        if buf.add(tick, self._ask):
             if self.moment_driven:
                 if not self._due:
                     self.request_moment()           # written once the moment is whole
@@ -530,6 +563,9 @@ class ZarrRecorder(NullRecorder):
     def _send(self, op: tuple) -> None:
         self._guard(lambda: self.writer.send(op))
 
+    def _ask(self, job) -> None:
+        self._send(("call", job))
+
     def _ready(self, event: threading.Event) -> None:
         """Wait for ``event`` (rows the writer is copying out), raising the writer's failure meanwhile."""
         while not event.wait(0.05):
@@ -541,8 +577,8 @@ class ZarrRecorder(NullRecorder):
         ``last``: the run waits for this flush, so its columns are computed here
         while the writer's thread writes those before (both mostly outside the
         GIL), instead of all of them on the writer's thread; the effective
-        ranks, most of the work, come last, so every other file is written
-        meanwhile.
+        ranks of the rows after the last piece (:attr:`_Rows.RANK_PIECE`) are
+        computed here last, while the writer writes the rest.
         """
         ranks = []
         for buf in buffers:
@@ -551,12 +587,13 @@ class ZarrRecorder(NullRecorder):
                 self._send(("append", held[0]("rest") if last else held[0]))
                 if last:
                     ranks.append(held[0])
-        for items in ranks:
-            self._send(("append", items("rank")))
         for items in (self._event_items(), self._sensory_items()):
             if items:
                 self.bytes_written += sum(data.nbytes for _, _, data in items)
                 self._send(("append", items))
+        for items in reversed(ranks):        # the leaves' (the most ticks) last: little is left to write after
+            items("tail")
+            self._send(("append", functools.partial(items, "rank")))   # after the pieces, in the queue
         if checkpoint is not None:
             self._checkpoint(checkpoint)
         self._committed = self._commit_rows()
