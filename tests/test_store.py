@@ -55,8 +55,17 @@ def test_store_reads_back_every_tick_exactly(tmp_path, monkeypatch):
                                   stream.frames.float().numpy().transpose(1, 0, 2, 3))
 
 
-def test_observables_in_store_equal_run_observables(tmp_path):
+@pytest.mark.parametrize("pieces", [False, True])
+def test_observables_in_store_equal_run_observables(tmp_path, monkeypatch, pieces):
+    if pieces:
+        # Effective ranks computed in small pieces on the writer's thread, over
+        # several chunks, the last flush computing only the rows after the last piece.
+        monkeypatch.setattr(store_mod._Rows, "BATCH", 4)
+        monkeypatch.setattr(store_mod._Rows, "RANK_PIECE", 8)
+        monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.2)          # the leaves: 20 + 13 ticks
     cfg, stream, mem, rec, run = _run(tmp_path)
+    if pieces:
+        assert rec.buffers[0].chunk < open_run(tmp_path / "run.zarr").levels[0].sizes["time"]
     stored = open_run(tmp_path / "run.zarr")
     from rtnclock.observables import level_observables
     for k in range(cfg.n_levels):
