@@ -63,6 +63,10 @@ class EventLog:
     def __iter__(self):
         return iter(self._rows)
 
+    def since(self, start: int) -> list[Event]:
+        """The events from the ``start``-th on (what a store has not yet written)."""
+        return self._rows[start:]
+
     def select(self, kinds=None, level: int | None = None) -> list[Event]:
         """Events of some kinds (and optionally one level), in order."""
         return [e for e in self._rows

@@ -611,7 +611,7 @@ class ZarrRecorder(NullRecorder):
     def _event_items(self) -> list[tuple]:
         if self.events is None:
             return []
-        rows = list(self.events)[self.events_written:]
+        rows = self.events.since(self.events_written)
         if not rows:
             return []
         cols = {"n": [e.n for e in rows], "time": [e.t for e in rows],
