@@ -34,7 +34,10 @@ def test_batched_multiclock_equals_one_call_per_tick(K, b, ratio):
     cfg = test_config(K=K, branching=b, ratio=ratio, gate_mode="open", memory_size=3)
     stream = smooth_stream(cfg, 0.01 * ratio**K * 2)
     multi, step = simulate(cfg, stream), simulate(cfg, stream, mode="stepwise")
-    _assert_states_close(_final(multi), _final(step), atol=1e-8)
+    # Two step sequences at rtol 1e-10: each is within its global error (~1e-8
+    # over these runs) of the exact solution, and a rounding-level change in
+    # either moves the difference by that much.
+    _assert_states_close(_final(multi), _final(step), atol=3e-8)
     # Multi-clock makes one call per level-1 tick; stepwise one per level tick.
     leaf_ticks = stream.duration / cfg.base_period
     assert multi.stats.calls[0] == pytest.approx(leaf_ticks / cfg.resolved("period_ticks")[min(1, K)])
