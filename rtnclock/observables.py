@@ -50,11 +50,11 @@ def level_observables(traj: dict, theta: float, free_energy_tau: float,
         "cost": traj["cost"], "full_cost": traj["full_cost"],
     }
     if rank:
-        out["effective_rank"] = state_rank(traj)
+        out["effective_rank"] = state_rank(traj["state"])
     return out
 
 
-def state_rank(traj: dict) -> torch.Tensor:
-    """Effective rank per recorded tick of a level's ``[B * n_k, d_k]`` state matrix."""
-    state = traj["state"]                                                   # [T, B, n_k, d_k]
+def state_rank(state: torch.Tensor) -> torch.Tensor:
+    """Effective rank per recorded tick of a level's state ``[T, B, n_k, d_k]``,
+    each tick's ``[B * n_k, d_k]`` matrix."""
     return effective_rank(state.reshape(state.shape[0], -1, state.shape[-1]))

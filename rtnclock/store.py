@@ -30,8 +30,8 @@ root attributes are written first with ``committed`` None and again, with
 holding nothing.
 
 Ticks are copied into tensors allocated once per level (two chunks' worth,
-used in turn), so a chunk being filled holds no tick objects alive.  The
-recorder hands each full chunk, in order, to ``zarrwriter``, whose thread
+used in turn; ``chunks.py``), so a chunk being filled holds no tick objects
+alive.  The recorder hands each full chunk, in order, to ``zarrwriter``, whose thread
 computes its observables and writes the chunk files and metadata documents
 itself, beside the simulation (zarr-python's per-array overhead would cost
 more than a short run); the store it leaves is a plain Zarr v3 store that
@@ -67,14 +67,12 @@ from . import __version__
 from .config import Config
 from .errors import RtnclockError
 from .events import KINDS, EventLog
-from .monitor import BLOCK_VARIABLES, Monitor
-from .observables import free_energy, level_observables, state_rank
-from .recorder import TREE, NullRecorder, TickRecord
+from .monitor import Monitor
+from .chunks import LevelBuffer, numpy_of
+from .recorder import NullRecorder, TickRecord
 from .zarrwriter import StoreWriter
 
 SCHEMA_VERSION = 1
-#: Per-tick scalars every monitored level records.
-TICK_SCALARS = ("n", "cost", "full_cost", "escalated", "U", "S", "F", "open_fraction", "effective_rank")
 #: A time chunk holds at most this many bytes of its largest array ...
 CHUNK_BYTES = 1 << 20
 #: ... and at most this much simulated time (seconds).
@@ -108,245 +106,6 @@ class StoreError(RtnclockError, OSError):
     """The store cannot be created, written or read; names the path."""
 
 
-#: Per-tick numbers a level's rows keep beside its tensors (name -> dtype).
-_SCALARS = {"t": np.float64, "n": np.int64, "cost": np.float64, "full_cost": np.float64, "escalated": np.bool_}
-#: Tensors of a tick the rows keep: what the stored variables and the observables need.
-_FIELDS = ("state", "gate", "surprise", "entropy", "active")
-#: Per-tick observables of a level (``level_observables``) the store keeps.
-OBSERVED = ("U", "S", "F", "open_fraction", "effective_rank")
-
-
-class _Rows:
-    """One time chunk of a level's ticks, in tensors allocated once and filled in place.
-
-    Holding a chunk of ticks themselves kept thousands of small tensors alive:
-    the run's allocator could not reuse their memory, and the cyclic garbage
-    collector walked them (one full collection cost the run ~0.1 s).  Ticks
-    are held only in small batches, stacked into their rows with one
-    ``torch.stack(out=...)`` per field (views made per row up front would be
-    just as many long-lived objects).
-    """
-
-    #: Ticks held before they are stacked into their rows.
-    BATCH = 64
-    #: Settled rows whose effective rank the writer's thread computes in one
-    #: piece during the run (an SVD per tick: the costliest column, and the
-    #: last flush, which the run waits for, is left only the rows after them).
-    RANK_PIECE = 4 * BATCH
-
-    def __init__(self, chunk: int, like: dict[str, torch.Tensor]):
-        self.fields = tuple(like)
-        self.data = {f: torch.empty((chunk, *x.shape), dtype=x.dtype, device=x.device) for f, x in like.items()}
-        self.scalars = {name: np.empty(chunk, dtype) for name, dtype in _SCALARS.items()}
-        self.rank = torch.empty(chunk, dtype=like["state"].dtype, device=like["state"].device)
-        self.count = 0                      # rows filled, pending ticks included
-        self.asked = 0                      # rows whose rank a piece computes (or has)
-        self._pending: list[TickRecord] = []
-        self.free = threading.Event()         # set once the writer has copied the rows out
-        self.free.set()
-
-    def add(self, tick: TickRecord):
-        """Take ``tick`` as the next row; returns a :meth:`rank_piece` when one is due, else None."""
-        self._pending.append(tick)
-        self.count += 1
-        if len(self._pending) == self.BATCH:
-            self.settle()
-            if self.count - self.asked >= self.RANK_PIECE:
-                return self.rank_piece()
-        return None
-
-    def rank_piece(self):
-        """A job computing the effective rank of the settled rows no piece has been asked for."""
-        a = self.asked
-        b = self.asked = self.count - len(self._pending)
-
-        def job():
-            self.rank[a:b] = state_rank({"state": self.data["state"][a:b]})
-        return job
-
-    def ranks(self) -> torch.Tensor:
-        """The effective rank of every row, once settled.  Call it after every
-        piece asked for has run (on the writer's thread, after them)."""
-        if self.asked < self.count:
-            self.rank_piece()()
-        return self.rank[:self.count]
-
-    def settle(self) -> None:
-        """Stack the pending ticks into their rows (the run's thread only)."""
-        ticks, self._pending = self._pending, []
-        if not ticks:
-            return
-        start, stop = self.count - len(ticks), self.count
-        for name, values in self.scalars.items():
-            values[start:stop] = [getattr(t, name) for t in ticks]
-        with torch.no_grad():
-            for f in self.fields:
-                torch.stack([getattr(t, f) for t in ticks], out=self.data[f][start:stop])
-
-    def load(self, cols: dict) -> None:
-        """Fill the first rows from :meth:`trajectory`'s layout (a checkpoint's held ticks)."""
-        n = len(cols["t"])
-        for f in self.fields:
-            self.data[f][:n] = cols[f]
-        for name, values in self.scalars.items():
-            values[:n] = np.asarray(cols[name])
-        self.count, self.asked = n, 0
-        self._pending = []
-
-    def reset(self) -> None:
-        """Empty the rows for the next chunk."""
-        self.count = self.asked = 0
-        self._pending = []
-
-    def trajectory(self, copy: bool = False) -> dict[str, torch.Tensor]:
-        """The rows, once settled, as ``stack_ticks`` lays out ticks (views unless ``copy``)."""
-        n = self.count
-        out = {name: torch.from_numpy(values[:n].copy() if copy else values[:n])
-               for name, values in self.scalars.items()}
-        out.update({f: (x[:n].clone() if copy else x[:n]) for f, x in self.data.items()})
-        return out
-
-
-class _LevelBuffer:
-    """A level's ticks until their time chunk is full, then appended whole.
-
-    Two :class:`_Rows` alternate: the run fills one while the writer's thread
-    computes the other's observables and copies out its stored variables.
-    """
-
-    def __init__(self, level: int, blocks: np.ndarray, config: Config, batch: int, variables: tuple, dtype):
-        d = config.resolved("dims")[level]
-        nb = len(blocks)
-        self.shapes = {"time": (), **{name: () for name in TICK_SCALARS}}
-        self.dtypes = {"time": np.float64, "n": np.int64, "escalated": np.bool_}
-        for v in variables:
-            self.shapes[v] = (batch, nb, d) if v == "state" else (batch, nb)
-            self.dtypes[v] = np.bool_ if v == "active" else dtype
-        if not config.fixed_tree:                    # the whole tree, every slot, every tick
-            slots = config.slots(level)
-            for v in TREE:
-                self.shapes[v] = (slots,)
-                self.dtypes[v] = {"alive": np.bool_, "born": np.float64}.get(v, np.int64)
-        for v in self.shapes:
-            self.dtypes.setdefault(v, np.float64)
-        # The rows hold the full level state: size the chunk by it.
-        row_bytes = np.dtype(dtype).itemsize * batch * config.slots(level) * d
-        period = config.resolved("periods")[level]
-        self.chunk = int(max(1, min(CHUNK_BYTES // row_bytes, math.ceil(CHUNK_SECONDS / period))))
-        self.all_blocks = nb == config.slots(level)
-        self.fields = _FIELDS + (() if config.fixed_tree else TREE)
-        self.blocks, self.level, self.config = torch.as_tensor(blocks), level, config
-        self.name, self.rows = f"level_{level}", 0
-        self.pair: list[_Rows] = []          # allocated at the first tick, on its device
-        self.held: _Rows | None = None
-
-    @property
-    def count(self) -> int:
-        """Ticks held (not yet handed to the writer)."""
-        return self.held.count if self.held is not None else 0
-
-    def create(self) -> list[tuple]:
-        """Writer operations creating the level's empty arrays and its block coordinate."""
-        dims = {0: ["time"], 1: ["time", "slot"], 2: ["time", "batch", "block"],
-                3: ["time", "batch", "block", "dim"]}
-        ops = [("array", f"{self.name}/{v}",
-                _spec((0, *s), self.dtypes[v], dims[len(s)], chunks=(self.chunk, *s),
-                      attrs={"units": "s"} if v == "time" else None), None)
-               for v, s in self.shapes.items()]
-        blocks = self.blocks.numpy()
-        ops.append(("array", f"{self.name}/block", _spec(blocks.shape, np.int64, ["block"]), blocks))
-        return ops
-
-    def _allocate(self, like: dict[str, torch.Tensor]) -> None:
-        self.pair = [_Rows(self.chunk, like)]            # the second at the first flush
-        self.held = self.pair[0]
-
-    def add(self, tick: TickRecord, ask) -> bool:
-        """Copy one tick in; True when the chunk is full.  ``ask(job)`` runs a
-        job on the writer's thread (a piece of effective ranks)."""
-        if self.held is None:
-            self._allocate({f: getattr(tick, f) for f in self.fields})
-        if (job := self.held.add(tick)) is not None:
-            ask(job)
-        return self.held.count == self.chunk
-
-    def restore(self, cols: dict | None) -> None:
-        """Hold a checkpoint's ticks again (:meth:`checkpoint`'s layout)."""
-        if cols is not None:
-            self._allocate({f: cols[f][0] for f in self.fields})
-            self.held.load(cols)
-
-    def checkpoint(self) -> dict | None:
-        """The held ticks, copied, for a checkpoint."""
-        if not self.count:
-            return None
-        self.held.settle()
-        return self.held.trajectory(copy=True)
-
-    def columns(self, rows: _Rows, part: str = "all") -> dict[str, np.ndarray]:
-        """The settled rows as one new array per stored variable.
-
-        ``part``: "all"; "rest", all but the effective rank; or "rank", the
-        effective rank alone (an SVD per tick: most of the work).
-        """
-        if part == "rank":
-            return {"effective_rank": _numpy(rows.ranks()).astype(self.dtypes["effective_rank"])}
-        traj = rows.trajectory()
-        obs = level_observables(traj, self.config.gate_theta, self.config.free_energy_tau, rank=False)
-        if part == "all":
-            obs["effective_rank"] = rows.ranks()
-        cols = {"time": traj["t"], **{name: obs[name] for name in OBSERVED if name in obs}}
-        cols.update(n=traj["n"], cost=traj["cost"], full_cost=traj["full_cost"], escalated=traj["escalated"])
-        traj["free_energy"] = free_energy(traj["surprise"], traj["entropy"], self.config.free_energy_tau)
-        for v in self.shapes:
-            if v in TREE:
-                cols[v] = traj[v]
-            elif v in BLOCK_VARIABLES:
-                x = traj[v]
-                cols[v] = x if self.all_blocks else x[:, :, self.blocks.to(x.device)]
-        # astype copies: the rows are reused once this returns.
-        return {v: _numpy(x).astype(self.dtypes[v]) for v, x in cols.items()}
-
-    def flush(self, ready):
-        """Hand over the held rows (a whole chunk, or the run's last part).
-
-        ``ready(event)`` waits for ``event`` (the other rows copied out) and
-        raises the writer's failure meanwhile.
-
-        Returns:
-            ``(items, nbytes)``: a callable giving the ``(array, start, rows)``
-            appends (run by the writer's thread: it computes the observables
-            and frees the rows) and their payload bytes; None if nothing is held.
-            ``items(part)`` gives a :meth:`columns` part; "rest" keeps the rows
-            for the "rank" that must follow, and "tail" computes, on the calling
-            thread, the ranks no piece covers (and gives nothing to append).
-        """
-        if not self.count:
-            return None
-        rows, start = self.held, self.rows
-        rows.settle()
-        self.rows += rows.count
-        nbytes = rows.count * sum(math.prod(s) * np.dtype(self.dtypes[v]).itemsize
-                                  for v, s in self.shapes.items())
-        rows.free.clear()
-        if len(self.pair) == 1:
-            self.pair.append(_Rows(self.chunk, {f: x[0] for f, x in rows.data.items()}))
-        self.held = self.pair[1] if rows is self.pair[0] else self.pair[0]
-        ready(self.held.free)
-        self.held.reset()
-
-        def items(part: str = "all"):           # run by the writer's thread
-            if part == "tail":
-                rows.rank_piece()()
-                return []
-            try:
-                return [(f"{self.name}/{v}", start, data) for v, data in self.columns(rows, part).items()]
-            finally:
-                if part != "rest":
-                    rows.free.set()
-        return items, nbytes
-
-
 class ZarrRecorder(NullRecorder):
     """Writes a run to a Zarr v3 store as it goes (see the module docstring).
 
@@ -368,7 +127,7 @@ class ZarrRecorder(NullRecorder):
         self.overwrite, self.resuming = overwrite, resume
         self.meta = dict(scenario=scenario, seed=seed, mode=mode, **meta)
         self.writer = None
-        self.buffers: dict[int, _LevelBuffer] = {}
+        self.buffers: dict[int, LevelBuffer] = {}
         self.events: EventLog | None = None
         self.events_written = 0
         self.stream = None
@@ -410,9 +169,8 @@ class ZarrRecorder(NullRecorder):
             self._send(("group", f"level_{k}", dict(
                 level=k, period=config.resolved("periods")[k], tau=config.resolved("taus")[k],
                 n_blocks=config.slots(k), every=self.every)))
-            self.buffers[k] = _LevelBuffer(k, idx, config, batch, tuple(self.monitor.variables), dtype)
-            for op in self.buffers[k].create():
-                self._send(op)
+            self.buffers[k] = self._level_buffer(k, idx, batch, dtype)
+            self._create_level(self.buffers[k])
         self._send(("group", "events", {"kinds": list(KINDS)}))
         for name, dt in _EVENT_FIELDS.items():
             self._send(("array", f"events/{name}", _spec((0,), dt, ["event"], chunks=(_EVENT_CHUNK,),
@@ -435,7 +193,7 @@ class ZarrRecorder(NullRecorder):
         self._counts[tick.level] = count + 1
         if count % self.every:
             return
-        if buf.add(tick, self._ask):
+        if buf.add(tick):
             if self.moment_driven:
                 if not self._due:
                     self.request_moment()           # written once the moment is whole
@@ -520,9 +278,9 @@ class ZarrRecorder(NullRecorder):
         dtype = np.float32 if config.dtype == "float32" else np.float64
         self._open("r+")
         for k, idx in blocks.items():
-            buf = _LevelBuffer(k, idx, config, batch, tuple(self.monitor.variables), dtype)
+            # The chunk as written, whatever the defaults now.
+            buf = self._level_buffer(k, idx, batch, dtype, chunk=root[f"level_{k}/time"].chunks[0])
             buf.rows = rec["rows"][k]
-            buf.chunk = root[f"level_{k}/time"].chunks[0]          # as written, whatever the defaults now
             buf.restore(rec["ticks"][k])
             for v, shape in buf.shapes.items():           # drop rows of a flush that never checkpointed
                 self._send(("resize", f"{buf.name}/{v}", (buf.rows, *shape)))
@@ -566,6 +324,26 @@ class ZarrRecorder(NullRecorder):
     def _ask(self, job) -> None:
         self._send(("call", job))
 
+    def _level_buffer(self, k: int, blocks: np.ndarray, batch: int, dtype, chunk: int | None = None) -> LevelBuffer:
+        """Level ``k``'s buffer; its time chunk sized by its full state (the rows hold it) and period."""
+        config = self.config
+        if chunk is None:
+            row_bytes = np.dtype(dtype).itemsize * batch * config.slots(k) * config.resolved("dims")[k]
+            period = config.resolved("periods")[k]
+            chunk = int(max(1, min(CHUNK_BYTES // row_bytes, math.ceil(CHUNK_SECONDS / period))))
+        return LevelBuffer(k, blocks, config, batch, tuple(self.monitor.variables), dtype, chunk, self._ask)
+
+    def _create_level(self, buf: LevelBuffer) -> None:
+        """Create a level's empty arrays and its block coordinate."""
+        dims = {0: ["time"], 1: ["time", "slot"], 2: ["time", "batch", "block"],
+                3: ["time", "batch", "block", "dim"]}
+        for v, shape in buf.shapes.items():
+            self._send(("array", f"{buf.name}/{v}",
+                        _spec((0, *shape), buf.dtypes[v], dims[len(shape)], chunks=(buf.chunk, *shape),
+                              attrs={"units": "s"} if v == "time" else None), None))
+        blocks = buf.blocks.numpy()
+        self._send(("array", f"{buf.name}/block", _spec(blocks.shape, np.int64, ["block"]), blocks))
+
     def _ready(self, event: threading.Event) -> None:
         """Wait for ``event`` (rows the writer is copying out), raising the writer's failure meanwhile."""
         while not event.wait(0.05):
@@ -576,9 +354,9 @@ class ZarrRecorder(NullRecorder):
 
         ``last``: the run waits for this flush, so its columns are computed here
         while the writer's thread writes those before (both mostly outside the
-        GIL), instead of all of them on the writer's thread; the effective
-        ranks of the rows after the last piece (:attr:`_Rows.RANK_PIECE`) are
-        computed here last, while the writer writes the rest.
+        GIL), instead of all of them on the writer's thread, with the effective
+        ranks of the rows after the last piece (:attr:`_Rows.RANK_PIECE`).
+        Each level's ranks are appended after the events, behind its pieces.
         """
         ranks = []
         for buf in buffers:
@@ -591,9 +369,8 @@ class ZarrRecorder(NullRecorder):
             if items:
                 self.bytes_written += sum(data.nbytes for _, _, data in items)
                 self._send(("append", items))
-        for items in reversed(ranks):        # the leaves' (the most ticks) last: little is left to write after
-            items("tail")
-            self._send(("append", functools.partial(items, "rank")))   # after the pieces, in the queue
+        for items in ranks:
+            self._send(("append", functools.partial(items, "rank")))
         if checkpoint is not None:
             self._checkpoint(checkpoint)
         self._committed = self._commit_rows()
@@ -647,7 +424,7 @@ class ZarrRecorder(NullRecorder):
         if self.stream is None or self.stream.loaded <= self.sensory_rows:
             return []
         a = self.sensory_rows
-        frames = _numpy(self.stream.delivered(a)).astype(self._sensory_dtype).transpose(1, 0, 2, 3)
+        frames = numpy_of(self.stream.delivered(a)).astype(self._sensory_dtype).transpose(1, 0, 2, 3)
         self.sensory_rows = a + frames.shape[0]
         return [("sensory/features", a, np.ascontiguousarray(frames)),
                 ("sensory/time", a, np.arange(a, self.sensory_rows) * self.stream.dt)]
@@ -698,10 +475,6 @@ def _read_events(group, rows: int) -> list:
 
 _EVENT_FIELDS = {"n": np.int64, "time": np.float64, "kind": np.int8, "level": np.int16,
                  "block": np.int64, "stream": np.int64}
-
-
-def _numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().to("cpu").numpy()
 
 
 def _jsonable(values: dict) -> dict:

@@ -10,6 +10,7 @@ import xarray as xr
 
 from rtnclock import (ConfigError, MemoryRecorder, Monitor, StoreError, ZarrRecorder, info, open_run,
                       simulate)
+from rtnclock import chunks as chunks_mod
 from rtnclock import monitor as monitor_mod
 from rtnclock import store as store_mod
 from rtnclock import zarrwriter
@@ -60,8 +61,8 @@ def test_observables_in_store_equal_run_observables(tmp_path, monkeypatch, piece
     if pieces:
         # Effective ranks computed in small pieces on the writer's thread, over
         # several chunks, the last flush computing only the rows after the last piece.
-        monkeypatch.setattr(store_mod._Rows, "BATCH", 4)
-        monkeypatch.setattr(store_mod._Rows, "RANK_PIECE", 8)
+        monkeypatch.setattr(chunks_mod.Rows, "BATCH", 4)
+        monkeypatch.setattr(chunks_mod.Rows, "RANK_PIECE", 8)
         monkeypatch.setattr(store_mod, "CHUNK_SECONDS", 0.2)          # the leaves: 20 + 13 ticks
     cfg, stream, mem, rec, run = _run(tmp_path)
     if pieces:
@@ -324,4 +325,4 @@ def test_the_recorder_keeps_no_more_than_a_batch_of_ticks_alive(tmp_path):
     stream = pulse_stream(cfg, 4.5, start=0.05, stop=0.1, height=2.0)
     simulate(cfg, stream, recorder=Probing(tmp_path / "run.zarr"))
     assert seen["held"] == 401 < seen["chunk"]                   # ticks 0..400 wait for their chunk
-    assert seen["alive"] <= store_mod._Rows.BATCH * cfg.n_levels + cfg.n_levels
+    assert seen["alive"] <= chunks_mod.Rows.BATCH * cfg.n_levels + cfg.n_levels
