@@ -91,9 +91,10 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
 
     def make_rhs(inputs: list):
         """The joint vector field, the segments reading ``inputs``."""
-        def rhs(s_norm, y):
+        def rhs(s_norm, y, row=None):
             start = time.perf_counter()
-            s_val = float(s_norm.detach())          # the adjoint hands in a time that wants a gradient
+            # The stage-major solvers hand in a float; the adjoint a time that wants a gradient.
+            s_val = s_norm if isinstance(s_norm, float) else float(s_norm.detach())
             out, o = [], 0
             for seg, held, size, shape in zip(segments, inputs, sizes, shapes):
                 h = y[o:o + size].view(shape)
@@ -103,7 +104,8 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
                 o += 2 * size
             rhs_time[0] += time.perf_counter() - start
             rhs_time[1] += 1
-            return torch.cat(out)
+            return torch.cat(out, out=row)
+        rhs.writes_into = True                      # solvers.StageMajorRK may pass the stage row
         return rhs
 
     s_out = torch.tensor([0.0, *fractions], dtype=y0.dtype, device=y0.device)

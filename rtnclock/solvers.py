@@ -9,7 +9,7 @@ Butcher tableaux and step-size controller, with the stages in the *leading*
 axis: each combination is one contiguous matrix-vector product, the dense
 output at an output time inside a step included (torchdiffeq's quartic,
 rewritten as stage weights), and an output time that ends a step takes the
-step's end value.  Results equal
+step's end value.  Times and step sizes are Python floats.  Results equal
 torchdiffeq's to rounding (tests/test_solvers.py).  Fixed-grid RK4 gets a
 leaner loop likewise (:class:`GridRK4`).
 
@@ -23,7 +23,7 @@ import math
 
 import torch
 import torchdiffeq
-from torchdiffeq._impl.misc import Perturb, _compute_error_ratio, _optimal_step_size, _PerturbFunc, _rms_norm
+from torchdiffeq._impl.misc import _compute_error_ratio, _PerturbFunc, _rms_norm
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.fixed_grid import RK4
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _RungeKuttaState, _UncheckedAssign
@@ -48,19 +48,27 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         tab = self.tableau
         self._alpha = [float(a) for a in tab.alpha]
         self._beta = list(tab.beta)
+        self._at_end = [i for i, a in enumerate(self._alpha) if a == 1.0]
         # First-same-as-last tableaux (Dormand–Prince) end on the solution itself.
         self._fsal = bool(tab.c_sol[-1] == 0) and bool((tab.c_sol[:-1] == tab.beta[-1]).all())
         # torchdiffeq's time-perturbing wrapper takes a pass over the state per
         # evaluation (to learn its dtype); call what it wraps and perturb here.
         self._rhs = self.func.base_func if type(self.func) is _PerturbFunc else None
+        # A field marked ``writes_into`` is called as ``f(t: float, y, row)``
+        # and writes its value into that row of the stage matrix.
+        self._into = bool(getattr(self._rhs, "writes_into", False))
 
-    def _eval(self, t, y, perturb):
-        if self._rhs is None:
-            return self.func(t, y, perturb=perturb)
-        t = t.to(y.dtype)
-        if perturb is Perturb.PREV:
-            t = torch.nextafter(t, t - 1)
-        return self._rhs(t, y)
+    def _eval(self, t, y):
+        """``f(t, y)`` at a stage time from :meth:`_stage_times` (already perturbed)."""
+        return self.func(t, y) if self._rhs is None else self._rhs(t, y)
+
+    def _stage_times(self, y0, t0: float, dt: float, t1: float):
+        """The stages' times in the state's dtype, the one at ``t1`` just before it (torchdiffeq's PREV)."""
+        times = torch.tensor([t1 if a == 1.0 else t0 + a * dt for a in self._alpha], dtype=y0.dtype)
+        if self._at_end:
+            end = times[self._at_end]
+            times[self._at_end] = torch.nextafter(end, end - 1)
+        return times
 
     def _error_ratio(self, error, y0, y1):
         if self.norm is not _rms_norm:
@@ -71,22 +79,30 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
 
     def _before_integrate(self, t):
         super()._before_integrate(t)
-        self.rk_state = self.rk_state._replace(interp_coeff=None)
+        # Times and step sizes as Python floats from here on: float64, as
+        # torchdiffeq keeps them, without a tensor operation (~3 us) for each
+        # of the ~25 scalar steps of step control.
+        st = self.rk_state
+        self.rk_state = st._replace(t0=float(st.t0.detach()), t1=float(st.t1.detach()),
+                                    dt=float(st.dt.detach()), interp_coeff=None)
+        self._step_limits = (float(self.min_step), float(self.max_step))
+        self._control = (float(self.safety), float(self.ifactor), float(self.dfactor), 1.0 / self.order)
 
     def _advance(self, next_t):
         steps = 0
-        while next_t > self.rk_state.t1:
+        t_next = float(next_t.detach())
+        while t_next > self.rk_state.t1:
             assert steps < self.max_num_steps, f"max_num_steps exceeded ({steps}>={self.max_num_steps})"
             self.rk_state = self._adaptive_step(self.rk_state)
             steps += 1
         state = self.rk_state
-        if next_t == state.t1:
+        if t_next == state.t1:
             return state.y1
         y0, _, stages, dt = state.interp_coeff
-        x = (next_t - state.t0) / (state.t1 - state.t0)
-        if not x.requires_grad:              # a gradient in the output times keeps x a tensor
-            x = float(x)
-        return torch.addmv(y0, stages.t(), self._dense_weights(x) * dt.type_as(y0)).view_as(state.y1)
+        # A gradient in the output time keeps x a tensor.
+        x = (next_t if next_t.requires_grad else t_next) - state.t0
+        x = x / (state.t1 - state.t0)
+        return torch.addmv(y0, stages.t(), self._dense_weights(x) * dt).view_as(state.y1)
 
     def _dense_weights(self, x) -> torch.Tensor:
         """Stage weights ``w`` of torchdiffeq's dense output at ``t0 + x dt``: ``y0 + dt * stages^T w``.
@@ -109,17 +125,22 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
     def _advance_until_event(self, event_fn):
         raise NotImplementedError("stage-major solvers do not support event functions")
 
-    def _step(self, y0, f0, t0, dt, t1):
+    def _step(self, y0, f0, t0: float, dt: float, t1: float):
         """One RK step: ``(y1, f1, error, stages)``, stages ``[S, N]``."""
-        dt_y = dt.to(y0.dtype)
+        dt_y = torch.tensor(dt, dtype=y0.dtype)               # rounded as torchdiffeq rounds it
         flat = y0.reshape(-1)
         stages = torch.empty(len(self._alpha) + 1, flat.numel(), dtype=y0.dtype, device=y0.device)
         stages = self._assign(stages, f0, 0)
-        for i, (alpha, beta) in enumerate(zip(self._alpha, self._beta)):
-            ti, perturb = (t1, Perturb.PREV) if alpha == 1.0 else (t0 + alpha * dt, Perturb.NONE)
+        times = self._stage_times(y0, t0, dt, t1)
+        # A field that writes into its output row saves a copy per stage
+        # (autograd cannot record an ``out=`` write, so only without it).
+        into = self._into and not torch.is_grad_enabled()
+        for i, (t, beta) in enumerate(zip(times.tolist() if into else times.unbind(), self._beta)):
             yi = torch.addmv(flat, stages[:i + 1].t(), beta * dt_y)
-            f = self._eval(ti, yi.view_as(y0), perturb)
-            stages = self._assign(stages, f, i + 1)
+            if into:
+                self._rhs(t, yi.view_as(y0), stages[i + 1])
+            else:
+                stages = self._assign(stages, self._eval(t, yi.view_as(y0)), i + 1)
         if not self._fsal:
             yi = torch.addmv(flat, stages.t(), self.tableau.c_sol * dt_y)
         error = torch.mv(stages.t(), self.tableau.c_error * dt_y)
@@ -136,26 +157,37 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
 
     def _adaptive_step(self, rk_state):
         y0, f0, _, t0, dt, _ = rk_state
-        if not torch.isfinite(dt):
-            dt = self.min_step
-        dt = dt.clamp(self.min_step, self.max_step)
+        lo, hi = self._step_limits
+        if not math.isfinite(dt):
+            dt = lo
+        dt = min(max(dt, lo), hi)
         self.func.callback_step(t0, y0, dt)
         t1 = t0 + dt
         # A non-finite state makes a NaN error ratio, rejection, a NaN step
         # and then this underflow: no per-step finiteness scan is needed.
-        assert t1 > t0, f"underflow in dt {dt.item()}"
+        assert t1 > t0, f"underflow in dt {dt}"
         y1, f1, error, stages = self._step(y0, f0, t0, dt, t1)
-        error_ratio = self._error_ratio(error, y0, y1)
-        accept = bool(error_ratio <= 1) and not bool(dt > self.max_step)
-        if dt <= self.min_step:
-            accept = True
-        dt_next = _optimal_step_size(dt, error_ratio, self.safety, self.ifactor, self.dfactor, self.order)
-        dt_next = dt_next.clamp(self.min_step, self.max_step)
+        error_ratio = float(self._error_ratio(error, y0, y1))
+        accept = error_ratio <= 1 or dt <= lo
+        dt_next = self._next_step(dt, error_ratio)
+        if not math.isnan(dt_next):
+            dt_next = min(max(dt_next, lo), hi)
         if not accept:
             self.func.callback_reject_step(t0, y0, dt)
             return _RungeKuttaState(y0, f0, t0, t0, dt_next, rk_state.interp_coeff)
         self.func.callback_accept_step(t0, y0, dt)
         return _RungeKuttaState(y1, f1, t0, t1, dt_next, (y0.reshape(-1), y1.reshape(-1), stages, dt))
+
+    def _next_step(self, dt: float, error_ratio: float) -> float:
+        """torchdiffeq's ``_optimal_step_size``, in floats (a NaN ratio gives a NaN step, as there)."""
+        safety, ifactor, dfactor, exponent = self._control
+        if error_ratio == 0:
+            return dt * ifactor
+        if math.isnan(error_ratio):
+            return math.nan
+        if error_ratio < 1:
+            dfactor = 1.0
+        return dt * min(ifactor, max(safety / error_ratio ** exponent, dfactor))
 
 
 class GridRK4(RK4):
