@@ -193,3 +193,39 @@ def test_scheduler_pulls_each_chunk_no_earlier_than_one_parent_window_ahead():
     assert len(pulls) == -(-frames.shape[1] // size)
     for first_time, sim_time in pulls[1:]:
         assert first_time <= sim_time + parent_period + 1e-12, (first_time, sim_time)
+
+
+def test_run_freezes_older_objects_and_leaves_the_collector_as_it_was():
+    """During a run the objects that existed before it are frozen (full collections
+    skip them); afterwards, finished or failed, nothing stays frozen, and a
+    caller's own freeze is left alone."""
+    import gc
+
+    from rtnclock.recorder import NullRecorder
+
+    seen = []
+
+    class Probe(NullRecorder):
+        def __init__(self, fail_at=None):
+            self.fail_at = fail_at
+
+        def record(self, tick):
+            seen.append(gc.get_freeze_count())
+            if tick.n == self.fail_at:
+                raise RuntimeError("recorder failed")
+
+    cfg = test_config()
+    stream = smooth_stream(cfg, 0.08)
+    assert gc.get_freeze_count() == 0
+    simulate(cfg, stream, recorder=Probe())
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError, match="recorder failed"):
+        simulate(cfg, stream, recorder=Probe(fail_at=4))
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        mine = gc.get_freeze_count()
+        simulate(cfg, stream, recorder=Probe())
+        assert gc.get_freeze_count() == mine
+    finally:
+        gc.unfreeze()
