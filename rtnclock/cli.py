@@ -105,9 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs (default 5)")
     train.add_argument("--batch-size", type=int, default=64, metavar="N", help="streams per step (default 64)")
     train.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
-    train.add_argument("--penalty", choices=("cost", "gate", "none"), default="cost",
-                       help="cost: lam x the gate-weighted compute cost (default); gate: lam x sum_l 2^l "
-                            "mean gate; none")
+    train.add_argument("--penalty", default="cost",
+                       help="cost: lam x the executed share of full compute cost (default); gate: lam x "
+                            "sum_l 2^l mean gate; leaf: lam x the leaves' mean gate (their attention); none")
     train.add_argument("--lam", type=float, default=0.01, help="the penalty's weight (default 0.01)")
     train.add_argument("--limit", type=int, default=None, metavar="N",
                        help="use at most N training and N test examples")

@@ -59,6 +59,15 @@ def output_weight(gate: torch.Tensor, open_: torch.Tensor, soft: bool) -> torch.
     return w + (gate - gate.detach()) * ~open_ if soft else w
 
 
+def switch(gate: torch.Tensor, open_: torch.Tensor) -> torch.Tensor:
+    """``open_`` as a 0/1 float whose gradient is the gate's (straight-through).
+
+    Soft gates put it wherever a gate switches something on or off (a subtree
+    awake, the coarse-up a block hears), so the gradient sees what closing costs.
+    """
+    return open_.to(gate.dtype) + (gate - gate.detach())
+
+
 def surprise(x_bar: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """``||x_bar - x_hat||^2 / d`` over the last axis."""
     return (x_bar - x_hat).square().mean(-1)

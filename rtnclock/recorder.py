@@ -33,6 +33,8 @@ class TickRecord:
         free_energy_tau: the ``tau`` of ``F = U - tau S`` (:attr:`free_energy`).
         awake: blocks awake over the window that just closed as evaluation has
             them ``[B, n_k]``; wider ``active`` only with training's soft gates.
+        awake_weight: training's soft gates only: ``awake`` as a float whose
+            gradient reaches every ancestor's gate (straight-through), else None.
         alive, block_id, parent_id, born: the level's tree after the tick, per
             slot ``[C_k]``: which slots hold blocks, their ids, their parents'
             ids and their birth times in seconds (a growing run's; None on a
@@ -52,6 +54,7 @@ class TickRecord:
     escalated: bool = False
     free_energy_tau: float = 0.0
     awake: torch.Tensor | None = None
+    awake_weight: torch.Tensor | None = None
     alive: torch.Tensor | None = None
     block_id: torch.Tensor | None = None
     parent_id: torch.Tensor | None = None

@@ -111,9 +111,12 @@ def simulate(config: Config, stream: Stream, *, recorder=None, mode: str = "mult
         duration: seconds to simulate (default: the whole stream).
         grad: build the autograd graph through the solver (for training);
             off by default because plain simulation does not need it.
-        soft_gates: training's gates: every active block's fine path runs
-            (no sparsity), a gate's output weight keeps the hard gate's value,
-            and its gradient passes straight through to closed gates too.
+        soft_gates: training's gates: every block under an active root runs
+            (no sparsity) while every value stays evaluation's; wherever a gate
+            switches something (output weight, coarse-up, a subtree awake) the
+            switch keeps its hard value and takes the gate's gradient, closed
+            gates included.  ``state.totals[k]["soft_cost"]`` then counts the
+            cost evaluation executes, per stream ``[B]``, straight-through.
         adjoint: with ``grad``, differentiate each solve by torchdiffeq's
             adjoint (a backward solve) instead of through its steps.
         progress: called as ``progress(t, state)`` after every leaf tick

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .events import EventLog
-from .gate import binary_entropy, output_weight, surprise
+from .gate import binary_entropy, output_weight, surprise, switch
 from .integrate import Segment, SolveStats, solve
 from .leaf import LeafMemory
 from .messages import COARSE_UP, GATE_DEMAND, PRIOR_DOWN, Message
@@ -49,12 +49,21 @@ class LevelState:
     # with soft gates, which integrate every block under an active root.
     awake: torch.Tensor | None = None
     closed_awake: torch.Tensor | None = None   # `awake` over the window last closed
+    # Soft gates only: `awake` as a float whose gradient reaches the gates of every
+    # ancestor (straight-through), and its value over the window last closed.
+    awake_w: torch.Tensor | None = None
+    closed_awake_w: torch.Tensor | None = None
+    # Soft gates only, leaves: the state evaluation holds (a sleeping leaf's stays
+    # as it fell asleep), whose keys every awake leaf attends over.
+    h_held: torch.Tensor | None = None
     last_n: int = 0
     next_n: int = 0            # next tick on the level's own grid
     pending: dict | None = None
     attn: torch.Tensor | None = None          # leaves: held attention output [B, n, d_0]
     memory: LeafMemory | None = None          # leaves: ring buffers
     cost: float = 0.0          # cost units of the tick in progress
+    # Soft gates only: the same cost per stream [B], straight-through (see Hierarchy.charge).
+    soft_cost: torch.Tensor | None = None
     escalated: bool = False
 
     def awake_now(self) -> torch.Tensor:
@@ -131,7 +140,11 @@ class Hierarchy:
                 awake=torch.full((B, n_k), k == self.K, dtype=torch.bool, device=p.device),
                 acc_y=torch.zeros(B, n_k, d0, **kw), surprise=torch.zeros(B, n_k, **kw),
                 entropy=torch.zeros(B, n_k, **kw))
+            if self.soft_gates:
+                st.awake_w = st.awake.to(p.dtype)
             if k == 0:
+                if self.soft_gates:
+                    st.h_held = st.h
                 st.attn = torch.zeros(B, n_k, d, **kw)
                 st.memory = LeafMemory.empty(B, n_k, cfg.memory_size, d, **kw)
             levels.append(st)
@@ -155,9 +168,12 @@ class Hierarchy:
         st, cfg = state.levels[k], self.cfg
         L_ticks = n - st.last_n
         st.cost = 0.0
+        st.soft_cost = None
         st.closed_active = st.active if L_ticks else torch.zeros_like(st.active)
         if st.awake is not None:
             st.closed_awake = st.awake if L_ticks else torch.zeros_like(st.awake)
+        if st.awake_w is not None:
+            st.closed_awake_w = st.awake_w if L_ticks else torch.zeros_like(st.awake_w)
         if L_ticks == 0:
             return torch.zeros_like(st.active)
         act = st.active
@@ -174,7 +190,9 @@ class Hierarchy:
         top = state.topology
         x_bar = top.sensory(k, self.stream.integral(self.t(st.last_n), self.t(n))) / L
         e = surprise(x_bar, self.model.gates[k].predict(h_bar, st.down))
-        st.surprise = torch.where(act, e, 0.0)
+        # Soft gates integrate sleeping blocks too (for the gradient); their surprise is
+        # evaluation's, zero, or a block would wake to a gate evaluation never sets.
+        st.surprise = torch.where(st.closed_awake if self.soft_gates else act, e, 0.0)
         g_eff = output_weight(st.gate, st.open, self.soft_gates).unsqueeze(-1)   # [B, n_k, 1]
         if k == 0:
             Y = (1 - g_eff) * H + g_eff * st.attn * L                        # [B, n_0, d_0]
@@ -184,7 +202,10 @@ class Hierarchy:
             spin, has_kids = top.pool(k - 1, child.acc_y)
             if has_kids is not None:                         # childless blocks: the coarse path
                 spin = torch.where(has_kids.view(1, -1, 1), spin, C)
-            kids = torch.where(st.open.unsqueeze(-1), spin, C)
+            if self.soft_gates:     # the same switch, its gradient reaching the gate
+                kids = C + switch(st.gate, st.open).unsqueeze(-1) * (spin - C)
+            else:
+                kids = torch.where(st.open.unsqueeze(-1), spin, C)
             # g_eff is 0 where the gate is shut (its value), so this is the
             # HyperBlock mix; soft gates take their gradient through spin there.
             Y = C + g_eff * (spin - C)
@@ -192,8 +213,12 @@ class Hierarchy:
             child.acc_y = torch.zeros_like(child.acc_y)
         st.acc_y = st.acc_y + torch.where(act.unsqueeze(-1), Y, 0.0)
         st.h = torch.where(act.unsqueeze(-1), h_end, st.h)
+        if st.h_held is not None:
+            st.h_held = torch.where(st.closed_awake.unsqueeze(-1), h_end, st.h_held)
         st.last_n = n
         st.cost += float(act.sum()) * self.model.block_cost(k)
+        if st.closed_awake_w is not None:
+            self.charge(st, st.closed_awake_w, self.model.block_cost(k))
         thr = cfg.escalation_threshold
         if thr is None or k == self.K:
             return torch.zeros_like(act)
@@ -232,40 +257,64 @@ class Hierarchy:
         self.events.log_mask(n, "gate_open", k, new_open & ~st.open)
         self.events.log_mask(n, "gate_close", k, st.open & ~new_open)
         st.gate, st.open = g, new_open
-        st.entropy = torch.where(act, binary_entropy(g), 0.0)
+        if st.awake_w is not None:
+            # Evaluation's value (a sleeping block's gate is 0), with a gradient to
+            # the ancestors' gates as well; the switches below take the raw `g`.
+            st.gate = g * st.awake_w
+        st.entropy = torch.where(act, binary_entropy(st.gate), 0.0)
         top = state.topology
         if state.growth is not None and not self.soft_gates:
             grow(self, state, k, n, awake)
             act, g, new_open, awake = st.active, st.gate, st.open, st.awake
         fine = act if self.soft_gates else new_open          # whose fine path runs
         if k == 0:
-            kv = self.model.leaf.keys_values(st.h)
+            kv = self.model.leaf.keys_values(st.h if st.h_held is None else st.h_held)
             alive = None if top.full else top.alive[0]
             a, h_att = self.model.leaf.attend(st.h, fine, st.memory, cfg.temperature, kv, alive=alive)
             st.attn = a
             st.entropy = st.entropy + torch.where(new_open, h_att, 0.0)
             st.memory.write(*kv, awake)                     # what evaluation would remember
             st.cost += float(fine.sum()) * self.model.attention_cost(top.n_alive[0])
+            if st.awake_w is not None:
+                self.charge(st, st.awake_w * switch(g, new_open), self.model.attention_cost(top.n_alive[0]))
             return
         child = state.levels[k - 1]
         t = self.t(n)
         self.deliver(state, Message(PRIOR_DOWN, k, k - 1, t, top.priors(k, self.model.prior(k)(st.h))))
-        self.deliver(state, Message(GATE_DEMAND, k, k - 1, t, top.spread(k - 1, g)))
+        self.deliver(state, Message(GATE_DEMAND, k, k - 1, t, top.spread(k - 1, st.gate)))
         kids_awake = top.spread(k - 1, new_open)
         kids_active = top.spread(k - 1, fine) if self.soft_gates else kids_awake
         if not top.full:
             kids_awake, kids_active = kids_awake & top.alive[k - 1], kids_active & top.alive[k - 1]
         # A child wakes from the prior-down, with soft gates too: what it did while
         # asleep (integrated only for the gradient) is not what evaluation sees.
+        if st.awake_w is not None:
+            child.awake_w = top.spread(k - 1, st.awake_w * switch(g, new_open))
+            if not top.full:
+                child.awake_w = child.awake_w * top.alive[k - 1]
         woke = kids_awake & ~child.awake_now()
         if bool(woke.any()):
             self.events.log_mask(n, "wake", k - 1, woke)
             child.h = torch.where(woke.unsqueeze(-1), child.down, child.h)
+            if child.h_held is not None:
+                child.h_held = torch.where(woke.unsqueeze(-1), child.down, child.h_held)
             child.pending = None
         slept = child.active & ~kids_active
         if bool(slept.any()):
             child.gate = torch.where(slept, 0.0, child.gate)
         child.active, child.awake = kids_active, kids_awake
+
+    @staticmethod
+    def charge(st: LevelState, weight: torch.Tensor, unit: float) -> None:
+        """Add ``unit`` per block-tick of ``weight`` ``[B, n_k]`` to the tick's straight-through cost.
+
+        With soft gates every block below an active root runs, so ``st.cost``
+        counts them all; ``soft_cost`` counts what evaluation executes (blocks
+        awake, open leaves' attention), and its gradient reaches each gate
+        through everything that gate switches on: its subtree's cost.
+        """
+        c = unit * weight.sum(-1)                                             # [B]
+        st.soft_cost = c if st.soft_cost is None else st.soft_cost + c
 
     @staticmethod
     def deliver(state: SimState, msg: Message) -> None:
@@ -293,6 +342,7 @@ class Hierarchy:
                           entropy=st.entropy, active=st.active if st.closed_active is None else st.closed_active,
                           cost=st.cost, full_cost=full, escalated=st.escalated,
                           free_energy_tau=self.cfg.free_energy_tau, awake=st.closed_awake,
+                          awake_weight=st.closed_awake_w,
                           alive=tree[0], block_id=tree[1], parent_id=tree[2], born=tree[3])
 
     def account(self, state: SimState, k: int, n: int) -> float:
@@ -303,10 +353,12 @@ class Hierarchy:
         st = state.levels[k]
         full = self.full_cost(k)
         if n == 0:
-            full, st.cost = 0.0, 0.0
+            full, st.cost, st.soft_cost = 0.0, 0.0, None
         totals = state.totals[k]
         totals["ticks"] = totals.get("ticks", 0) + 1
         totals["cost"] += st.cost
+        if st.soft_cost is not None:
+            totals["soft_cost"] = totals.get("soft_cost", 0) + st.soft_cost
         totals["full"] += full
         # Kept as a tensor: converting it here would wait for the device every tick.
         totals["open"] = totals.get("open", 0) + st.open.sum()         # open: gate > theta

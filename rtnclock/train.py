@@ -7,19 +7,27 @@ run's mean output and the leaves' last output.
 
 Gates (DESIGN §1): in evaluation they are hard, as in any run: the fine path
 of a block runs iff ``g > theta`` and its output is weighed by ``g``.  In
-training (``module.train()``) they are soft, straight-through: every active
-block's fine path runs, the output weight keeps the hard gate's value (``g``
-where open, 0 where closed) and its gradient is ``g``'s everywhere.  A gate
-that closed can therefore learn to open again; with hard gates nothing would
-reach it (its fine path is not computed), and a cost penalty closes every
-gate for good (measured on pixel_digits: test accuracy fell from 78% to
-chance in two epochs).
+training (``module.train()``) they are soft, straight-through: every block
+under an active root is integrated, sleeping subtrees included, but every
+value is evaluation's (tested to 1e-12: readout, gates, events, cost), and
+wherever a gate switches something, the switch is its hard value with the
+gate's gradient: the output weight, the coarse-up a block hears (its
+children's pooled output or its own coarse prediction), whether a subtree is
+awake (the readout's features, the executed cost).  A gate that closed can
+therefore learn to open again; with hard gates nothing would reach it (its
+fine path is not computed), and a cost penalty closes every gate for good
+(measured on pixel_digits: test accuracy fell from 78% to chance in two
+epochs).
 
-Penalties (seed 000 §4, seed 001 §3.4), both differentiable:
-- :func:`gate_penalty`: ``sum_l w_l mean|g_l|``, ``w_l`` growing with the level;
-- :func:`cost_penalty`: ``lambda * soft_cost``, the gate-weighted cost of the
-  fine paths as a share of full execution (see :class:`RTNOutput`).
+Penalties (seed 000 §4, seed 001 §3.4, seed 002), all differentiable:
+- :func:`gate_penalty`: ``sum_l w_l mean|g_l|``, ``w_l`` growing with the
+  level, or any weights: ``(1, 0, .., 0)`` is seed 002's penalty on the leaf
+  units' gates alone;
+- :func:`cost_penalty`: ``lambda * soft_cost``, the executed cost as a share
+  of full execution, its gradient reaching each gate through the cost of
+  everything it switches on (see :class:`RTNOutput`).
 """
+
 
 from __future__ import annotations
 
@@ -47,10 +55,13 @@ class RTNOutput:
         readout: ``[B, out_dim]``.
         gate_mean: per level, each stream's gate value averaged over its blocks
             and ticks, ``[K+1, B]`` (differentiable; dormant blocks count as 0).
-        soft_cost: per stream, ``sum_k unit_k * sum g_k`` over the run as a share
-            of the full cost, ``[B]`` (differentiable).  ``unit_k`` is what an
-            open gate of level ``k`` switches on for one of its ticks: for the
-            leaves their attention, above them the ``b`` children's block-ticks.
+        soft_cost: per stream, the cost evaluation executes as a share of full
+            execution, ``[B]``: ``1 - sparsity`` of that stream alone.  With
+            soft gates (training) it is counted straight-through, so its
+            gradient reaches each gate times the cost of what the gate switches
+            on: for a leaf its attention, above the leaves its subtree's
+            block-ticks and attention over the window it opens.  With hard
+            gates it has no gradient.
         sparsity: ``1 - cost / full`` of the run (hard gates, as executed).
         gate_open: per level, the fraction of block-ticks with the gate open.
         run: the simulation (events, totals, solver counters).
@@ -85,7 +96,10 @@ class _Collect(NullRecorder):
     def record(self, tick) -> None:
         k = tick.level
         # What evaluation sees: a block asleep over the window counts as zero.
-        state = tick.state if tick.awake is None else tick.state * tick.awake.unsqueeze(-1)
+        # Soft gates weigh by awake straight-through, so the gradient sees what
+        # a parent's gate switches on here.
+        awake = tick.awake_weight if tick.awake_weight is not None else tick.awake
+        state = tick.state if awake is None else tick.state * awake.unsqueeze(-1)
         self.h[k] = state + self.h[k] if k in self.h else state
         self.n[k] = self.n.get(k, 0) + 1
         if tick.n < self.end_n:
@@ -167,18 +181,26 @@ class RTN(nn.Module):
                   self._leaf_output(run, top).reshape(B, -1)]
         gates = [(collect.g[k] / collect.n_g[k]).mean(-1) for k in range(self.config.n_levels)]
         gate_mean = torch.stack(gates)
-        # Gate sums over the run, weighed by what each gate switches on.
-        cfg, model = self.config, self.model
-        periods = cfg.resolved("periods")
-        soft = model.attention_cost(cfg.blocks(0)) * collect.g[0].sum(-1)
-        for k in range(1, cfg.n_levels):
-            unit = cfg.branching * model.block_cost(k - 1) * periods[k] / periods[k - 1]
-            soft = soft + unit * collect.g[k].sum(-1)
         _, full = run.cost()
         summary = run.summary()
         return RTNOutput(readout=self.readout(torch.cat(feats, -1)), gate_mean=gate_mean,
-                         soft_cost=soft * (B / full) if full else soft * 0, sparsity=run.sparsity,
+                         soft_cost=self._soft_cost(run, B / full if full else 0.0), sparsity=run.sparsity,
                          gate_open=[row["gate_open"] for row in summary], run=run, growth=collect.growth)
+
+    def _soft_cost(self, run: Run, per_full: float) -> torch.Tensor:
+        """Per stream, the executed cost times ``per_full`` ``[B]`` (see :class:`RTNOutput`).
+
+        With soft gates the scheduler counts it per stream, straight-through.
+        With hard gates only the run's total is counted: each stream gets the
+        batch's mean, with no gradient.
+        """
+        parts = [t["soft_cost"] for t in run.state.totals.values() if "soft_cost" in t]
+        if parts:
+            return sum(parts) * per_full
+        cost, _ = run.cost()
+        B = run.state.levels[0].h.shape[0]
+        w = self.readout.weight
+        return torch.full((B,), cost * per_full / B, dtype=w.dtype, device=w.device)
 
     def _leaf_output(self, run: Run, top: Topology) -> torch.Tensor:
         """The leaves' output ``y = (1 - g) x + g a`` at the run's last tick, ``[B, n_0, d_0]``.
@@ -189,7 +211,8 @@ class RTN(nn.Module):
         """
         st = run.state.levels[0]
         w = output_weight(st.gate, st.open, self.training).unsqueeze(-1)
-        y = torch.where(st.awake_now().unsqueeze(-1), (1 - w) * st.h + w * st.attn, 0.0)
+        y = (1 - w) * st.h + w * st.attn
+        y = torch.where(st.awake_now().unsqueeze(-1), y, 0.0) if st.awake_w is None else y * st.awake_w.unsqueeze(-1)
         return y if top.full else y * top.mass[0].to(y.dtype).view(1, -1, 1)
 
     # ---- growth between training steps ---------------------------------

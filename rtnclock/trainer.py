@@ -36,7 +36,7 @@ from .train import RTN, cost_penalty, gate_penalty
 
 #: What a scenario needs besides the run interface to be trained on.
 TRAINING = ("N_CLASSES", "dataset")
-PENALTIES = ("cost", "gate", "none")
+PENALTIES = ("cost", "gate", "leaf", "none")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 STEPS = "steps.jsonl"
@@ -48,7 +48,8 @@ class TrainOptions:
 
     Attributes:
         epochs, batch_size, lr: Adam on minibatches of streams.
-        penalty: ``cost`` (``lam * soft cost``), ``gate`` (``lam * sum_l 2**l mean g_l``) or ``none``.
+        penalty: ``cost`` (``lam * soft cost``), ``gate`` (``lam * sum_l 2**l mean g_l``),
+            ``leaf`` (``lam * mean g_0``: the leaf units' gates alone, seed 002) or ``none``.
         lam: the penalty's weight.
         limit: use at most this many training (and test) examples (``None``: all).
         seed: shuffling and initial weights.
@@ -87,6 +88,9 @@ def loss_of(out, labels: torch.Tensor, options: TrainOptions) -> torch.Tensor:
         loss = loss + cost_penalty(out, options.lam)
     elif options.penalty == "gate":
         loss = loss + options.lam * gate_penalty(out)
+    elif options.penalty == "leaf":
+        levels = out.gate_mean.shape[0]
+        loss = loss + options.lam * gate_penalty(out, [1.0] + [0.0] * (levels - 1))
     return loss
 
 

@@ -96,17 +96,74 @@ def test_the_readout_reads_the_leaves_last_output():
     assert float((last - st.h).abs().max()) > 1e-3                      # not the state
 
 
-def test_soft_cost_is_the_fine_path_share_of_full_cost_with_all_gates_open():
-    """Gates forced open: every fine path runs, so the gate-weighted cost is the full cost less the root's own."""
-    for ratio in (2.0, 4.0):
-        cfg = _cfg(gate_mode="open", ratio=ratio)
-        out = RTN(cfg, 2)(_frames(cfg, 2, 33))
+def test_training_forward_is_evaluations_forward():
+    """Soft gates change gradients only: the readout, gates, events and cost of a training
+    forward equal evaluation's on the same input, and the soft cost of each stream is
+    the share of full execution that evaluation executes on it (1 - its sparsity)."""
+    cfg = _cfg()
+    x = _frames(cfg, 3, 16)
+    rtn = RTN(cfg, 3)
+    train = rtn.train()(x)
+    with torch.no_grad():
+        ev = rtn.eval()(x)
+        alone = [1 - rtn(x[b:b + 1]).sparsity for b in range(3)]
+    assert 0.2 < min(alone) < max(alone) < 0.9                  # gates open and shut, unevenly
+    torch.testing.assert_close(train.readout, ev.readout, rtol=0, atol=1e-12)
+    torch.testing.assert_close(train.gate_mean, ev.gate_mean, rtol=0, atol=1e-12)
+    assert [(e.n, e.kind, e.level, e.block) for e in train.run.events] == \
+        [(e.n, e.kind, e.level, e.block) for e in ev.run.events]
+    torch.testing.assert_close(train.soft_cost, torch.tensor(alone, dtype=torch.float64), rtol=1e-12, atol=0)
+    for mode, expected in (("open", 1.0), ("closed", None)):
+        out = RTN(_cfg(gate_mode=mode), 2)(x)
         full = [tot["full"] for tot in out.run.state.totals.values()]
-        expected = 1 - full[-1] / sum(full)
-        torch.testing.assert_close(out.soft_cost, torch.full((2,), expected, dtype=torch.float64), rtol=1e-12, atol=0)
-        assert out.sparsity == pytest.approx(0.0)
-    closed = RTN(_cfg(gate_mode="closed"), 2)(_frames(cfg, 2, 33))
-    assert float(closed.soft_cost.abs().max()) == 0.0 and float(closed.gate_mean.abs().max()) == 0.0
+        expected = expected or full[-1] / sum(full)                 # shut: the root alone runs
+        torch.testing.assert_close(out.soft_cost, torch.full((3,), expected, dtype=torch.float64),
+                                   rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_soft_cost_charges_each_gate_what_it_switches_on(level):
+    """The soft cost's gradient reaches a gate through everything it switches on. Gates
+    made constant (``a = 0``, a forced-open parent: no path through the states) give a
+    hand count: d cost / d b_g = g (1 - g) times what the gate's block-ticks switch on: a
+    leaf's tick, its attention over the next window; a level-1 block's, its two leaves'
+    block-ticks over the window it opens."""
+    modes = ("free", "open", "open") if level == 0 else ("closed", "free", "open")
+    cfg = _cfg(gate_mode=modes, gate_a=0.0, gate_bias=0.5)
+    B, frames = 2, 16
+    rtn = RTN(cfg, 2)
+    out = rtn(_frames(cfg, B, frames))
+    head = rtn.model.gates[level]
+    g = float(torch.sigmoid(head.beta + head.bias).detach())         # the demand above is 1
+    (grad,) = torch.autograd.grad(out.soft_cost.sum(), head.bias)
+    model, n_leaf_ticks = rtn.model, frames - 1
+    full_per_stream = sum(t["full"] for t in out.run.state.totals.values()) / B
+    # Leaf ticks 1..end each charge a window: its leaves' attention (tick 0's is not
+    # charged), or the leaves' block-ticks (two per level-1 block) it closes.
+    per_tick = model.attention_cost(cfg.blocks(0)) if level == 0 else 2 * model.block_cost(0)
+    expected = B * cfg.blocks(level) * n_leaf_ticks * per_tick
+    assert float(grad) == pytest.approx(expected * g * (1 - g) / full_per_stream, rel=1e-12)
+
+
+def test_a_shut_gate_learns_from_the_features_of_the_subtree_it_puts_to_sleep():
+    """With soft gates the readout weighs a sleeping block by its awake value (0) straight-through:
+    a level-1 gate shut throughout gets a gradient from its sleeping leaves' readout columns alone;
+    with hard gates (evaluation) it gets none."""
+    cfg = _cfg(gate_mode=("free", "free", "open"), gate_a=(4.0, 0.0, 0.0), gate_bias=(2.0, -3.0, 0.0))
+    x = _frames(cfg, 2, 12)
+    n0, d0 = cfg.blocks(0), cfg.resolved("dims")[0]
+    grads = {}
+    for train in (True, False):
+        rtn = RTN(cfg, 2).train(train)
+        with torch.no_grad():                      # the readout reads the leaves' two feature blocks only
+            keep = torch.zeros_like(rtn.readout.weight)
+            keep[:, :n0 * d0] = 1
+            keep[:, -n0 * d0:] = 1
+            rtn.readout.weight.mul_(keep)
+        out = rtn(x)
+        assert out.gate_open[1] == 0.0 and out.gate_open[0] == 0.0       # the leaves never wake
+        (grads[train],) = torch.autograd.grad(out.readout.sum(), rtn.model.gates[1].bias)
+    assert float(grads[False]) == 0.0 and abs(float(grads[True])) > 1e-6
 
 
 def test_gate_penalty_weights_levels():

@@ -95,3 +95,23 @@ def test_refuses_a_scenario_without_data_and_an_existing_run(tmp_path, capsys):
 def test_options_check_names_the_field():
     with pytest.raises(Exception, match="--penalty"):
         TrainOptions(penalty="l2").check()
+
+
+def test_each_penalty_adds_its_term_to_the_cross_entropy():
+    """cost: lam x soft cost; gate: lam x sum_l 2^l mean g_l; leaf: lam x the leaves' mean gate alone."""
+    from rtnclock.train import RTN
+    from rtnclock.trainer import loss_of
+    from tests.problems import test_config
+
+    cfg = test_config(gate_bias=(-1.0, 0.5, 2.0), memory_size=2)
+    x = torch.randn(3, 12, cfg.blocks(0), cfg.input_dim, dtype=torch.float64)
+    y = torch.tensor([0, 1, 0])
+    with torch.no_grad():
+        out = RTN(cfg, 2)(x)
+    ce = float(torch.nn.functional.cross_entropy(out.readout, y))
+    g = out.gate_mean.mean(-1)                                   # [K + 1]: each level's mean over streams
+    assert 0 < float(g[0]) < float(g[1])
+    expected = {"none": ce, "cost": ce + 0.3 * float(out.soft_cost.mean()),
+                "gate": ce + 0.3 * float(g[0] + 2 * g[1] + 4 * g[2]), "leaf": ce + 0.3 * float(g[0])}
+    for penalty, value in expected.items():
+        assert float(loss_of(out, y, TrainOptions(penalty=penalty, lam=0.3))) == pytest.approx(value, rel=1e-12)
