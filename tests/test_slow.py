@@ -27,7 +27,11 @@ def test_hybrid_runs_match_scipy_dop853(mode):
     stream = smooth_stream(cfg, 0.64, batch=2)
     ours = simulate(cfg, stream, mode=mode)
     ref = simulate(cfg.replace(method="scipy_solver"), stream, mode=mode)
-    assert _max_dev(ours, ref) < 1e-8
+    # dopri5's global error at rtol 1e-10: the multi-clock run's long windows
+    # accumulate about 1.1e-8 (lockstep's 7e-10), against DOP853 at rtol 1e-12,
+    # whose own distance from this reference is 2e-10; where it falls in
+    # 0.9-1.2e-8 moves with the machine's rounding of the step sizes.
+    assert _max_dev(ours, ref) < 3e-8
 
 
 def test_audio_stream_defaults_multiclock_equals_stepwise():
