@@ -57,25 +57,32 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # A field marked ``writes_into`` is called as ``f(t: float, y, row)``
         # and writes its value into that row of the stage matrix.
         self._into = bool(getattr(self._rhs, "writes_into", False))
+        self._c_sol, self._mid = tab.c_sol.tolist(), self.mid.tolist()
 
     def _eval(self, t, y):
         """``f(t, y)`` at a stage time from :meth:`_stage_times` (already perturbed)."""
         return self.func(t, y) if self._rhs is None else self._rhs(t, y)
 
-    def _stage_times(self, y0, t0: float, dt: float, t1: float):
-        """The stages' times in the state's dtype, the one at ``t1`` just before it (torchdiffeq's PREV)."""
+    def _stage_times(self, y0, t0: float, dt: float, t1: float, floats: bool) -> list:
+        """The stages' times in the state's dtype, the one at ``t1`` just before it (torchdiffeq's PREV).
+
+        Python floats when ``floats`` (for float64 states without a tensor
+        operation), otherwise 0-d tensors, as torchdiffeq's own fields expect.
+        """
+        if floats and y0.dtype == torch.float64:
+            return [math.nextafter(t1, -math.inf) if a == 1.0 else t0 + a * dt for a in self._alpha]
         times = torch.tensor([t1 if a == 1.0 else t0 + a * dt for a in self._alpha], dtype=y0.dtype)
         if self._at_end:
             end = times[self._at_end]
             times[self._at_end] = torch.nextafter(end, end - 1)
-        return times
+        return times.tolist() if floats else list(times.unbind())
 
-    def _error_ratio(self, error, y0, y1):
+    def _error_ratio(self, error, y0, y1) -> float:
         if self.norm is not _rms_norm:
-            return _compute_error_ratio(error, self.rtol, self.atol, y0, y1, self.norm)
+            return float(_compute_error_ratio(error, self.rtol, self.atol, y0, y1, self.norm))
         with torch.no_grad():                  # step control is not differentiated
             tol = torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
-            return torch.linalg.vector_norm(error / tol) / math.sqrt(error.numel())
+            return float(torch.linalg.vector_norm(error / tol)) / math.sqrt(error.numel())
 
     def _before_integrate(self, t):
         super()._before_integrate(t)
@@ -102,7 +109,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # A gradient in the output time keeps x a tensor.
         x = (next_t if next_t.requires_grad else t_next) - state.t0
         x = x / (state.t1 - state.t0)
-        return torch.addmv(y0, stages.t(), self._dense_weights(x) * dt).view_as(state.y1)
+        return torch.addmv(y0, stages.t(), self._dense_weights(x), alpha=dt).view_as(state.y1)
 
     def _dense_weights(self, x) -> torch.Tensor:
         """Stage weights ``w`` of torchdiffeq's dense output at ``t0 + x dt``: ``y0 + dt * stages^T w``.
@@ -117,6 +124,11 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         w_f1 = x2 - 3 * x3 + 2 * x4                         # of f1 (the last stage)
         w_y1 = -5 * x2 + 14 * x3 - 8 * x4                   # of (y1 - y0) / dt = stages^T c_sol
         w_mid = 16 * x2 - 32 * x3 + 16 * x4                 # of (y_mid - y0) / dt = stages^T mid
+        if isinstance(x, float):            # one tensor operation instead of seven
+            w = [c * w_y1 + m * w_mid for c, m in zip(self._c_sol, self._mid)]
+            w[0] += w_f0
+            w[-1] += w_f1
+            return torch.tensor(w, dtype=self.tableau.c_sol.dtype, device=self.tableau.c_sol.device)
         w = self.tableau.c_sol * w_y1 + self.mid.to(self.tableau.c_sol) * w_mid
         w[0] += w_f0
         w[-1] += w_f1
@@ -126,25 +138,33 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         raise NotImplementedError("stage-major solvers do not support event functions")
 
     def _step(self, y0, f0, t0: float, dt: float, t1: float):
-        """One RK step: ``(y1, f1, error, stages)``, stages ``[S, N]``."""
-        dt_y = torch.tensor(dt, dtype=y0.dtype)               # rounded as torchdiffeq rounds it
+        """One RK step: ``(y1, f1, error, stages)``, stages ``[S, N]``.
+
+        Each stage state is one ``addmv`` with ``dt`` as its scale, so a stage
+        costs its evaluation and two or three tensor operations.
+        """
         flat = y0.reshape(-1)
+        shaped = (lambda v: v.view_as(y0)) if y0.dim() != 1 else (lambda v: v)
         stages = torch.empty(len(self._alpha) + 1, flat.numel(), dtype=y0.dtype, device=y0.device)
         stages = self._assign(stages, f0, 0)
-        times = self._stage_times(y0, t0, dt, t1)
         # A field that writes into its output row saves a copy per stage
         # (autograd cannot record an ``out=`` write, so only without it).
         into = self._into and not torch.is_grad_enabled()
-        for i, (t, beta) in enumerate(zip(times.tolist() if into else times.unbind(), self._beta)):
-            yi = torch.addmv(flat, stages[:i + 1].t(), beta * dt_y)
-            if into:
-                self._rhs(t, yi.view_as(y0), stages[i + 1])
-            else:
-                stages = self._assign(stages, self._eval(t, yi.view_as(y0)), i + 1)
+        times = self._stage_times(y0, t0, dt, t1, floats=into)
+        if into:
+            cols, rows = stages.t(), stages.unbind()
+            for i, (t, beta) in enumerate(zip(times, self._beta)):
+                yi = torch.addmv(flat, cols[:, :i + 1], beta, alpha=dt)
+                self._rhs(t, shaped(yi), rows[i + 1])
+        else:
+            for i, (t, beta) in enumerate(zip(times, self._beta)):
+                yi = torch.addmv(flat, stages[:i + 1].t(), beta, alpha=dt)
+                stages = self._assign(stages, self._eval(t, shaped(yi)), i + 1)
+            cols = stages.t()
         if not self._fsal:
-            yi = torch.addmv(flat, stages.t(), self.tableau.c_sol * dt_y)
-        error = torch.mv(stages.t(), self.tableau.c_error * dt_y)
-        return yi.view_as(y0), stages[-1].view_as(y0), error.view_as(y0), stages
+            yi = torch.addmv(flat, cols, self.tableau.c_sol, alpha=dt)
+        error = torch.mv(cols, self.tableau.c_error * torch.tensor(dt, dtype=y0.dtype))
+        return shaped(yi), shaped(stages[-1]), shaped(error), stages
 
     @staticmethod
     def _assign(stages, f, i):
@@ -167,7 +187,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # and then this underflow: no per-step finiteness scan is needed.
         assert t1 > t0, f"underflow in dt {dt}"
         y1, f1, error, stages = self._step(y0, f0, t0, dt, t1)
-        error_ratio = float(self._error_ratio(error, y0, y1))
+        error_ratio = self._error_ratio(error, y0, y1)
         accept = error_ratio <= 1 or dt <= lo
         dt_next = self._next_step(dt, error_ratio)
         if not math.isnan(dt_next):
