@@ -35,12 +35,18 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
     if N == 0:
         return q.new_zeros(0, d), q.new_zeros(0)
     counts = torch.bincount(stream, minlength=B)                        # [B]
-    offsets = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(N, device=q.device) - offsets[stream]            # rank within stream
     P = int(counts.max())
-    q_pad = q.new_zeros(B, P, d)
-    q_pad[stream, pos] = q
-    s_glob = (q_pad @ keys.transpose(1, 2))[stream, pos] / temperature  # [N, n]
+    if P * B == N:
+        # Every stream has P queries (all leaves open, say): the rows are the
+        # padded layout already, and padding and scattering are views.
+        pos = None
+        s_glob = (q.view(B, P, d) @ keys.transpose(1, 2)).view(N, n) / temperature
+    else:
+        offsets = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(N, device=q.device) - offsets[stream]        # rank within stream
+        q_pad = q.new_zeros(B, P, d)
+        q_pad[stream, pos] = q
+        s_glob = (q_pad @ keys.transpose(1, 2))[stream, pos] / temperature  # [N, n]
     # Batched products rather than einsum: same sums, a fraction of its dispatch cost.
     s_mem = (mem_k @ q.unsqueeze(-1)).squeeze(-1) / temperature         # [N, M]
     s_mem = s_mem.masked_fill(~mem_valid, float("-inf"))
@@ -48,9 +54,13 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
     logw = torch.log_softmax(logits, dim=-1)
     w = logw.exp()
     M = mem_k.shape[1]
-    w_pad = q.new_zeros(B, P, n)
-    w_pad[stream, pos] = w[:, M:]
-    a = (w[:, :M].unsqueeze(1) @ mem_v).squeeze(1) + (w_pad @ values)[stream, pos]  # [N, d]
+    if pos is None:
+        glob = (w[:, M:].reshape(B, P, n) @ values).view(N, d)
+    else:
+        w_pad = q.new_zeros(B, P, n)
+        w_pad[stream, pos] = w[:, M:]
+        glob = (w_pad @ values)[stream, pos]
+    a = (w[:, :M].unsqueeze(1) @ mem_v).squeeze(1) + glob                # [N, d]
     entropy = -(w * logw.nan_to_num(neginf=0.0)).sum(-1)
     return a, entropy
 

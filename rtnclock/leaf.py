@@ -84,18 +84,21 @@ class LeafCore(nn.Module):
         Returns:
             ``a [B, n, d]`` and attention entropy ``[B, n]``.
         """
-        a = torch.zeros_like(x)
-        ent = x.new_zeros(x.shape[:2])
         if not bool(open_.any()):
-            return a, ent
+            return torch.zeros_like(x), x.new_zeros(x.shape[:2])
         keys, values = self.keys_values(x) if kv is None else kv
         if alive is not None:
             keys, values = keys[:, alive], values[:, alive]
         b, i = open_.nonzero(as_tuple=True)                       # sorted by stream
-        q = x[b, i] @ self.W_q.T                                   # [N, d]
+        # Every leaf open: compaction and scattering back are reshapes.  The
+        # memory is written in place after this, so autograd gets copies of it.
+        every = b.numel() == open_.numel()
+        rows = (lambda t: t.flatten(0, 1)) if every else (lambda t: t[b, i])
+        mem = rows if not torch.is_grad_enabled() else (lambda t: t[b, i])
+        q = rows(x) @ self.W_q.T                                   # [N, d]
         attn = kernels.get("leaf_attention", x.device.type)
-        out, h = attn(q, b, memory.keys[b, i], memory.values[b, i], memory.valid()[b, i],
+        out, h = attn(q, b, mem(memory.keys), mem(memory.values), rows(memory.valid()),
                       keys, values, temperature)
-        a = a.index_put((b, i), out)
-        ent = ent.index_put((b, i), h)
-        return a, ent
+        if every:
+            return out.view_as(x), h.view(x.shape[:2])
+        return torch.zeros_like(x).index_put((b, i), out), x.new_zeros(x.shape[:2]).index_put((b, i), h)

@@ -105,6 +105,37 @@ def test_get_returns_the_reference_on_cpu():
         kernels.get("nope", "cpu")
 
 
+@pytest.mark.parametrize("B, n, open_fraction", [(3, 5, 0.4), (3, 5, 1.0), (1, 1, 1.0), (2, 6, 0.0)])
+def test_reference_attention_is_each_querys_own_softmax(B, n, open_fraction):
+    """The reference's padded (some leaves open) and dense (every stream equally open)
+    layouts both give, per query, softmax over its valid memory and its stream's keys."""
+    gen = torch.Generator().manual_seed(5)
+    d, M = 4, 3
+    args = _attention_inputs(gen, B, n, d, M, open_fraction)
+    a, h = reference.leaf_attention(**args)
+    assert a.shape == (len(args["stream"]), d)
+    for j, b in enumerate(args["stream"].tolist()):
+        valid = args["mem_valid"][j]
+        k = torch.cat([args["mem_k"][j][valid], args["keys"][b]])
+        v = torch.cat([args["mem_v"][j][valid], args["values"][b]])
+        w = torch.softmax(k @ args["q"][j] / args["temperature"], 0)
+        torch.testing.assert_close(a[j], w @ v, atol=1e-13, rtol=1e-12)
+        torch.testing.assert_close(h[j], -(w * w.log()).sum(), atol=1e-13, rtol=1e-12)
+
+
+def test_reference_attention_dense_layout_when_every_stream_has_as_many_queries():
+    """Two of four leaves open in every stream: the dense layout, equal to the padded one's rows."""
+    gen = torch.Generator().manual_seed(6)
+    B, n, d, M = 3, 4, 4, 2
+    args = _attention_inputs(gen, B, n, d, M, 1.0)
+    keep = torch.tensor([i % n in (1, 3) for i in range(B * n)])
+    two = {k: (v[keep] if k in ("q", "stream", "mem_k", "mem_v", "mem_valid") else v) for k, v in args.items()}
+    a2, h2 = reference.leaf_attention(**two)
+    a, h = reference.leaf_attention(**args)                 # the same queries among all leaves'
+    torch.testing.assert_close(a2, a[keep], atol=1e-14, rtol=1e-13)
+    torch.testing.assert_close(h2, h[keep], atol=1e-14, rtol=1e-13)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only install")
 def test_get_falls_back_to_the_reference_without_cuda():
     assert kernels.get("leaf_step", "cuda") is reference.leaf_step
