@@ -36,10 +36,10 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
         return q.new_zeros(0, d), q.new_zeros(0)
     counts = torch.bincount(stream, minlength=B)                        # [B]
     P = int(counts.max())
-    if P * B == N:
+    dense = P * B == N
+    if dense:
         # Every stream has P queries (all leaves open, say): the rows are the
         # padded layout already, and padding and scattering are views.
-        pos = None
         s_glob = (q.view(B, P, d) @ keys.transpose(1, 2)).view(N, n) / temperature
     else:
         offsets = torch.cumsum(counts, 0) - counts
@@ -54,7 +54,7 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
     logw = torch.log_softmax(logits, dim=-1)
     w = logw.exp()
     M = mem_k.shape[1]
-    if pos is None:
+    if dense:
         glob = (w[:, M:].reshape(B, P, n) @ values).view(N, d)
     else:
         w_pad = q.new_zeros(B, P, n)

@@ -124,15 +124,12 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         w_f1 = x2 - 3 * x3 + 2 * x4                         # of f1 (the last stage)
         w_y1 = -5 * x2 + 14 * x3 - 8 * x4                   # of (y1 - y0) / dt = stages^T c_sol
         w_mid = 16 * x2 - 32 * x3 + 16 * x4                 # of (y_mid - y0) / dt = stages^T mid
-        if isinstance(x, float):            # one tensor operation instead of seven
-            w = [c * w_y1 + m * w_mid for c, m in zip(self._c_sol, self._mid)]
-            w[0] += w_f0
-            w[-1] += w_f1
-            return torch.tensor(w, dtype=self.tableau.c_sol.dtype, device=self.tableau.c_sol.device)
-        w = self.tableau.c_sol * w_y1 + self.mid.to(self.tableau.c_sol) * w_mid
-        w[0] += w_f0
-        w[-1] += w_f1
-        return w
+        w = [c * w_y1 + m * w_mid for c, m in zip(self._c_sol, self._mid)]
+        w[0], w[-1] = w[0] + w_f0, w[-1] + w_f1
+        like = self.tableau.c_sol
+        if isinstance(x, float):            # one tensor operation for the weights
+            return torch.tensor(w, dtype=like.dtype, device=like.device)
+        return torch.stack(w).to(like)      # x a tensor that wants a gradient
 
     def _advance_until_event(self, event_fn):
         raise NotImplementedError("stage-major solvers do not support event functions")
@@ -163,6 +160,8 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
             cols = stages.t()
         if not self._fsal:
             yi = torch.addmv(flat, cols, self.tableau.c_sol, alpha=dt)
+        # Formed as torchdiffeq forms it (dt rounded to the state's dtype, then
+        # the weights): accept or reject can turn on this rounding.
         error = torch.mv(cols, self.tableau.c_error * torch.tensor(dt, dtype=y0.dtype))
         return shaped(yi), shaped(stages[-1]), shaped(error), stages
 

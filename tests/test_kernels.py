@@ -124,7 +124,9 @@ def test_reference_attention_is_each_querys_own_softmax(B, n, open_fraction):
 
 
 def test_reference_attention_dense_layout_when_every_stream_has_as_many_queries():
-    """Two of four leaves open in every stream: the dense layout, equal to the padded one's rows."""
+    """Two of four leaves open in every stream (the dense layout with fewer queries than
+    leaves): the same rows as those queries get in the all-open call, which the test
+    above checks against each query's own softmax."""
     gen = torch.Generator().manual_seed(6)
     B, n, d, M = 3, 4, 4, 2
     args = _attention_inputs(gen, B, n, d, M, 1.0)
