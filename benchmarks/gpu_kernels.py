@@ -26,13 +26,14 @@ on an H100; ``--quick`` uses tiny sizes. ``--device cpu`` (with
 ``TRITON_INTERPRET=1`` set) runs the same code through Triton's interpreter, to
 debug the script, not to time anything.
 
-    .venv/bin/python benchmarks/gpu_kernels.py [--quick] [--dtype float32] [--precision ieee]
+    .venv/bin/python benchmarks/gpu_kernels.py [--quick] [--dtype float32] [--precision ieee,tf32]
     TRITON_INTERPRET=1 .venv/bin/python benchmarks/gpu_kernels.py --device cpu --quick
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import statistics
@@ -127,8 +128,8 @@ def _step_args(n: int, d: int, dtype, device) -> tuple:
             1.7, 0.8, -0.3, 0.05, 0.01)
 
 
-def _leaf_step_table(timer, fused, copy_bw, sizes, dtype, device, precision, compiled) -> None:
-    """Table 2: eager, compiled and fused leaf step; d_in = d."""
+def _leaf_step_table(timer, fused, copy_bw, sizes, dtype, device, precisions, compiled) -> None:
+    """Table 2: eager, compiled and fused leaf step (one fused column per matmul precision); d_in = d."""
     rows = []
     for d in (32, 64):
         for n in sizes:
@@ -137,27 +138,33 @@ def _leaf_step_table(timer, fused, copy_bw, sizes, dtype, device, precision, com
             moved = n * ((4 * d + 1) + (d + 2)) * torch.finfo(dtype).bits // 8
             row = [n, d]
             for fn in (lambda: reference.leaf_step(*args),
-                       (lambda: compiled(*args)) if compiled else None,
-                       lambda: fused.leaf_step(*args, input_precision=precision)):
+                       (lambda: compiled(*args)) if compiled else None):
                 t = _time(timer, fn, f"leaf step n={n} d={d}")
                 row += [t * 1e3, 100 * moved / t / copy_bw]
-            # A fast wrong kernel is no result: its largest deviation from eager.
             want = reference.leaf_step(*args)
-            got = fused.leaf_step(*args, input_precision=precision)
-            rows.append(row + [max(float((a - b).abs().max()) for a, b in zip(got, want))])
-    table(["n leaves", "d", "eager (ms)", "eager (% copy)", "compiled (ms)", "compiled (% copy)",
-           "fused (ms)", "fused (% copy)", "max |fused - eager|"], rows)
+            for p in precisions:
+                t = _time(timer, lambda: fused.leaf_step(*args, input_precision=p),
+                          f"fused leaf step {p} n={n} d={d}")
+                # A fast wrong kernel is no result: its largest deviation from eager.
+                got = fused.leaf_step(*args, input_precision=p)
+                row += [t * 1e3, 100 * moved / t / copy_bw,
+                        max(float((a - b).abs().max()) for a, b in zip(got, want))]
+            rows.append(row)
+    table(["n leaves", "d", "eager (ms)", "eager (% copy)", "compiled (ms)", "compiled (% copy)"]
+          + [c for p in precisions for c in (f"fused {p} (ms)", "(% copy)", "max |fused - eager|")],
+          rows)
 
 
-def _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v, mem_valid, precision):
-    """The three gated paths; each returns ``[1, n, d]`` (and entropy where it has one)."""
+def _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v, mem_valid, precisions):
+    """Compaction + SDPA, then per precision the fused path without and with the ring
+    buffer; each returns ``[1, n, d]`` (the fused ones also the entropy)."""
 
     def compact_sdpa():
         b, i = open_.nonzero(as_tuple=True)
         out = F.scaled_dot_product_attention(q_all[b, i].unsqueeze(0), keys, values)[0]
         return torch.zeros_like(q_all).index_put((b, i), out)
 
-    def fused_path(with_memory: bool):
+    def fused_path(with_memory: bool, precision: str):
         b, i = open_.nonzero(as_tuple=True)
         M = mem_k.shape[2] if with_memory else 0
         mk, mv, mval = mem_k[b, i, :M], mem_v[b, i, :M], mem_valid[b, i, :M]
@@ -166,7 +173,8 @@ def _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v, mem_valid,
         return (torch.zeros_like(q_all).index_put((b, i), a),
                 torch.zeros(open_.shape, device=a.device, dtype=a.dtype).index_put((b, i), h))
 
-    return compact_sdpa, lambda: fused_path(False), lambda: fused_path(True)
+    return [compact_sdpa] + [functools.partial(fused_path, memory, p)
+                             for p in precisions for memory in (False, True)]
 
 
 def _dense_backends(device):
@@ -179,7 +187,7 @@ def _dense_backends(device):
                         SDPBackend.CUDNN_ATTENTION])
 
 
-def _attention_table(timer, fused, sizes, dtype, device, precision, d=32, M=8) -> None:
+def _attention_table(timer, fused, sizes, dtype, device, precisions, d=32, M=8) -> None:
     """Table 3: gated attention paths as a percentage of dense SDPA."""
     rows = []
     for n in sizes:
@@ -195,15 +203,18 @@ def _attention_table(timer, fused, sizes, dtype, device, precision, d=32, M=8) -
                 open_ = torch.rand(1, n, generator=g, device=device) < frac
                 open_[0, 0] = True                            # SDPA kernels reject 0 queries
                 row = [n, f"{100 * frac:g}%", int(open_.sum()), dense * 1e3]
-                for fn in _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v,
-                                           mem_valid, precision):
+                paths = _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v,
+                                         mem_valid, precisions)
+                for fn in paths:
                     t = _time(timer, fn, f"attention n={n} open={frac}")
                     row += [t * 1e3, 100 * t / dense]
-                paths = _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v,
-                                         mem_valid, precision)
-                rows.append(row + [float((paths[0]() - paths[1]()[0]).abs().max())])
-    table(["n leaves", "open", "N open", "dense SDPA (ms)", "compact+SDPA (ms)", "(% dense)",
-           "fused (ms)", "(% dense)", f"fused M={M} (ms)", "(% dense)", "max |fused - SDPA|"], rows)
+                sdpa = paths[0]()
+                rows.append(row + [float((sdpa - paths[2 * k + 1]()[0]).abs().max())
+                                   for k in range(len(precisions))])
+    table(["n leaves", "open", "N open", "dense SDPA (ms)", "compact+SDPA (ms)", "(% dense)"]
+          + [c for p in precisions for c in (f"fused {p} (ms)", "(% dense)", f"{p} M={M} (ms)",
+                                             "(% dense)")]
+          + [f"max |fused {p} - SDPA|" for p in precisions], rows)
 
 
 def _audio_table(device, quick: bool) -> None:
@@ -235,8 +246,9 @@ def _parse() -> argparse.Namespace:
                    help="cpu: Triton's interpreter (set TRITON_INTERPRET=1), for debugging")
     p.add_argument("--dtype", default="float32",
                    choices=["float32", "float16", "bfloat16", "float64"])
-    p.add_argument("--precision", default="ieee", choices=["ieee", "tf32", "tf32x3"],
-                   help="float32 matmuls in the fused kernels")
+    p.add_argument("--precision", default="ieee,tf32",
+                   help="float32 matmuls in the fused kernels, one column each: a comma list of "
+                        "ieee, tf32, tf32x3 (default ieee,tf32; other dtypes use ieee alone)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
     return p.parse_args()
 
@@ -259,9 +271,14 @@ def main() -> int:
         print("benchmarks/gpu_kernels.py needs triton (pip install triton==3.9.0)")
         return 0
     dtype = getattr(torch, args.dtype)
+    precisions = args.precision.split(",") if dtype == torch.float32 else ["ieee"]
+    bad = set(precisions) - {"ieee", "tf32", "tf32x3"}
+    if bad:
+        print(f"--precision: {sorted(bad)} not among ieee, tf32, tf32x3")
+        return 2
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (Triton interpreter)"
     print(f"{name}; torch {torch.__version__}, triton {triton.__version__}; {args.dtype}, "
-          f"fused matmuls {args.precision}\n")
+          f"fused matmuls {', '.join(precisions)}\n")
     timer = Timer(device, budget_s=0.05 if args.quick else 0.5)
     print("Device-to-device copy")
     copy_bw = _copy_bandwidth(timer, device, args.quick)
@@ -272,11 +289,11 @@ def main() -> int:
     with torch.no_grad():
         print("Leaf step, B = 1, d_in = d (time per call; bandwidth of the bytes that must move)")
         _leaf_step_table(timer, triton_leaf, copy_bw, QUICK_STEP if args.quick else STEP_LEAVES,
-                         dtype, device, args.precision, compiled)
+                         dtype, device, precisions, compiled)
         print("Gated attention, B = 1, d = 32 (compaction to the open queries and scatter "
               "included; % of dense SDPA over all n)")
         _attention_table(timer, triton_leaf, QUICK_ATTN if args.quick else ATTN_LEAVES, dtype,
-                         device, args.precision)
+                         device, precisions)
         print(f"audio_stream defaults, a batch of streams on {name}")
         _audio_table(device, args.quick)
     return 0
