@@ -233,6 +233,78 @@ def test_interpreted_mixed_dtypes_name_the_argument(interp):
         interp.leaf_step(**dict(args, x_bar=args["x_bar"].float()))
 
 
+# ---------------------------------------------------------------- sm_90 builds (CPU)
+
+
+# Triton compiles for a target without a GPU; ptxas reports registers, spills and
+# shared memory. Each kernel at its default tile sizes must build for the H100/H200
+# (sm_90) without spilling registers to local memory and within the 227 KiB of
+# shared memory a block can have there.
+SM90_SHARED_LIMIT = 227 * 1024
+GPU_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+_TL_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16",
+             torch.bfloat16: "bf16"}
+
+
+def _sm90_build(kernel, dtype, ints, constexprs, pointer_types=None):
+    """Compile ``kernel`` for sm_90 (no GPU needed); return ``(metadata, ptxas -v log)``."""
+    import inspect
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+
+    signature, fixed = {}, {}
+    for i, name in enumerate(inspect.signature(kernel.fn).parameters):
+        if name in constexprs:
+            signature[name], fixed[(i,)] = "constexpr", constexprs[name]
+        elif name.endswith("_ptr"):
+            signature[name] = (pointer_types or {}).get(name, "*" + _TL_NAMES[dtype])
+        else:
+            signature[name] = "i32" if name in ints else "fp64"
+    built = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=fixed),
+                           target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": 8, "enable_fp_fusion": True})
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "k.ptx"
+        ptx.write_text(built.asm["ptx"])
+        log = subprocess.run([get_ptxas(90).path, "-v", "--gpu-name=sm_90a", str(ptx),
+                              "-o", str(Path(tmp) / "k.cubin")],
+                             capture_output=True, text=True, check=True)
+    return built.metadata, log.stdout + log.stderr
+
+
+@pytest.mark.parametrize("d", [64, pytest.param(32, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("dtype", GPU_DTYPES)
+@pytest.mark.parametrize("name", ["leaf_step", "leaf_vector_field", "leaf_attention"])
+def test_kernels_build_for_sm90_without_spills(name, dtype, d):
+    pytest.importorskip("triton")
+    if INTERPRETING:
+        pytest.skip("the interpreter builds nothing")
+    import triton.language as tl
+
+    from rtnclock.kernels import triton_leaf as T
+
+    acc = tl.float64 if dtype == torch.float64 else tl.float32
+    if name == "leaf_attention":
+        bq, bn = T._attention_block(dtype, d)
+        meta, log = _sm90_build(T._attention_kernel, dtype, {"n", "d", "M"},
+                                dict(D=d, BLOCK_Q=bq, BLOCK_N=bn, ACC=acc, PREC="ieee"),
+                                {"mvalid_ptr": "*u8", "tile_b_ptr": "*i32", "tile_q0_ptr": "*i32",
+                                 "tile_q1_ptr": "*i32"})
+    else:
+        rows = dict(D=d, BLOCK_R=T._row_block(dtype, d), JC=T._COLS, ACC=acc, PREC="ieee")
+        if name == "leaf_step":
+            meta, log = _sm90_build(T._leaf_step_kernel, dtype, {"rows", "d", "d_in"},
+                                    dict(rows, DI=d))
+        else:
+            meta, log = _sm90_build(T._vector_field_kernel, dtype, {"rows", "d"}, rows)
+    assert "0 bytes spill stores, 0 bytes spill loads" in log, log
+    assert meta.shared <= SM90_SHARED_LIMIT
+
+
 # ---------------------------------------------------------------- compiled (CUDA)
 
 
@@ -246,9 +318,6 @@ def compiled():
     if triton_leaf.INTERPRETED:
         pytest.skip("TRITON_INTERPRET is set: these tests are for the compiled kernels")
     return triton_leaf
-
-
-GPU_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 
 @pytest.mark.gpu
