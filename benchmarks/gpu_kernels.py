@@ -26,7 +26,7 @@ on an H100; ``--quick`` uses tiny sizes. ``--device cpu`` (with
 ``TRITON_INTERPRET=1`` set) runs the same code through Triton's interpreter, to
 debug the script, not to time anything.
 
-    .venv/bin/python benchmarks/gpu_kernels.py [--quick] [--dtype float32] [--precision ieee,tf32]
+    .venv/bin/python benchmarks/gpu_kernels.py [--quick] [--dtype float32] [--precision ieee,tf32x3,tf32]
     TRITON_INTERPRET=1 .venv/bin/python benchmarks/gpu_kernels.py --device cpu --quick
 """
 
@@ -246,9 +246,9 @@ def _parse() -> argparse.Namespace:
                    help="cpu: Triton's interpreter (set TRITON_INTERPRET=1), for debugging")
     p.add_argument("--dtype", default="float32",
                    choices=["float32", "float16", "bfloat16", "float64"])
-    p.add_argument("--precision", default="ieee,tf32",
+    p.add_argument("--precision", default="ieee,tf32x3,tf32",
                    help="float32 matmuls in the fused kernels, one column each: a comma list of "
-                        "ieee, tf32, tf32x3 (default ieee,tf32; other dtypes use ieee alone)")
+                        "ieee, tf32x3, tf32 (default all three; other dtypes use ieee alone)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
     return p.parse_args()
 

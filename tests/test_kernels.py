@@ -382,6 +382,14 @@ def test_leaf_step_gpu(compiled, dtype, B, n, d, d_in):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("B, n, d, d_in", [(1, 100_003, 32, 32), (4, 5_000, 64, 24)])
+def test_leaf_step_gpu_tf32x3_keeps_float32_accuracy(compiled, B, n, d, d_in):
+    """Three tf32 tensor-core products per matmul: float32's tolerance still holds."""
+    args = _step_inputs(torch.Generator().manual_seed(n), B, n, d, d_in)
+    _check_step(compiled, args, torch.float32, "cuda", input_precision="tf32x3")
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", GPU_DTYPES)
 @pytest.mark.parametrize("R, d", [(100_003, 32), (5_000, 64), (33, 8)])
 def test_leaf_vector_field_gpu(compiled, dtype, R, d):
