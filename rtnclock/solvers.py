@@ -148,16 +148,14 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # (autograd cannot record an ``out=`` write, so only without it).
         into = self._into and not torch.is_grad_enabled()
         times = self._stage_times(y0, t0, dt, t1, floats=into)
-        if into:
-            cols, rows = stages.t(), stages.unbind()
-            for i, (t, beta) in enumerate(zip(times, self._beta)):
-                yi = torch.addmv(flat, cols[:, :i + 1], beta, alpha=dt)
+        cols, rows = stages.t(), (stages.unbind() if into else None)
+        for i, (t, beta) in enumerate(zip(times, self._beta)):
+            yi = torch.addmv(flat, cols[:, :i + 1], beta, alpha=dt)
+            if into:
                 self._rhs(t, shaped(yi), rows[i + 1])
-        else:
-            for i, (t, beta) in enumerate(zip(times, self._beta)):
-                yi = torch.addmv(flat, stages[:i + 1].t(), beta, alpha=dt)
+            else:                 # under autograd the assignment gives a new matrix
                 stages = self._assign(stages, self._eval(t, shaped(yi)), i + 1)
-            cols = stages.t()
+                cols = stages.t()
         if not self._fsal:
             yi = torch.addmv(flat, cols, self.tableau.c_sol, alpha=dt)
         # Formed as torchdiffeq forms it (dt rounded to the state's dtype, then

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from rtnclock import Config, Stream
@@ -48,3 +49,14 @@ def test_config(**overrides) -> Config:
 
 
 test_config.__test__ = False
+
+
+def assert_same_run(got, want, atol: float) -> None:
+    """Two runs of one config and input: the same events and cost, final states within ``atol``
+    (``got``'s states may be on another device)."""
+    def trace(run):
+        return [(e.n, e.kind, e.level, e.stream, e.block) for e in run.events.select()]
+    assert trace(got) == trace(want)
+    assert got.cost() == pytest.approx(want.cost(), rel=1e-12)
+    for k, (a, b) in enumerate(zip(got.final_states(), want.final_states())):
+        torch.testing.assert_close(a.to(b.device), b, atol=atol, rtol=0, msg=f"level {k}")

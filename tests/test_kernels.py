@@ -7,9 +7,11 @@ The truth is always ``reference`` in float64 on the same (rounded) inputs.
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -245,7 +247,7 @@ def test_simulate_through_interpreted_kernels_equals_reference(interp, monkeypat
     conventions hold for the layouts a run hands them (every leaf open, some open)."""
     from rtnclock import simulate
     from rtnclock.scenarios import audio_stream
-    from tests.problems import smooth_stream, test_config
+    from tests.problems import assert_same_run, smooth_stream, test_config
 
     if scenario == "audio_stream":         # free gates: some leaves open, some not, per stream
         cfg = audio_stream.default_config().replace(dtype="float64")
@@ -271,13 +273,9 @@ def test_simulate_through_interpreted_kernels_equals_reference(interp, monkeypat
     monkeypatch.setitem(kernels._FUSED, "cpu", {name: counted(name) for name in calls})
     got = simulate(cfg, stream())
     assert all(calls.values()), calls
-    assert [(e.n, e.kind, e.level, e.stream, e.block) for e in got.events.select()] == \
-        [(e.n, e.kind, e.level, e.stream, e.block) for e in want.events.select()]
-    assert got.cost() == pytest.approx(want.cost(), rel=1e-12)
     # Both scenarios step on a fixed grid (RK4), so the same steps are taken and the
     # states differ by the kernels' summation order alone.
-    for a, b in zip(got.final_states(), want.final_states()):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert_same_run(got, want, atol=1e-12)
 
 # ---------------------------------------------------------------- sm_90 builds (CPU)
 
@@ -294,9 +292,6 @@ _TL_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16"
 
 def _sm90_build(kernel, dtype, ints, constexprs, pointer_types=None):
     """Compile ``kernel`` for sm_90 (no GPU needed); return ``(metadata, ptxas -v log)``."""
-    import inspect
-    import tempfile
-
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import get_ptxas
