@@ -32,11 +32,17 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
     """
     N, d = q.shape
     B, n, _ = keys.shape
+    M = mem_k.shape[1]
     if N == 0:
         return q.new_zeros(0, d), q.new_zeros(0)
-    counts = torch.bincount(stream, minlength=B)                        # [B]
-    P = int(counts.max())
-    dense = P * B == N
+    # A stream holds at most n open leaves, so N = B*n means every stream has n:
+    # the dense layout, known without counting (and without waiting for the device).
+    if N == B * n:
+        P, dense = n, True
+    else:
+        counts = torch.bincount(stream, minlength=B)                    # [B]
+        P = int(counts.max())
+        dense = P * B == N
     if dense:
         # Every stream has P queries (all leaves open, say): the rows are the
         # padded layout already, and padding and scattering are views.
@@ -47,19 +53,23 @@ def leaf_attention(q: torch.Tensor, stream: torch.Tensor, mem_k: torch.Tensor,
         q_pad = q.new_zeros(B, P, d)
         q_pad[stream, pos] = q
         s_glob = (q_pad @ keys.transpose(1, 2))[stream, pos] / temperature  # [N, n]
-    # Batched products rather than einsum: same sums, a fraction of its dispatch cost.
-    s_mem = (mem_k @ q.unsqueeze(-1)).squeeze(-1) / temperature         # [N, M]
-    s_mem = s_mem.masked_fill(~mem_valid, float("-inf"))
-    logits = torch.cat([s_mem, s_glob], dim=-1)                         # [N, M + n]
+    if M:
+        # Batched products rather than einsum: same sums, a fraction of its dispatch cost.
+        s_mem = (mem_k @ q.unsqueeze(-1)).squeeze(-1) / temperature     # [N, M]
+        s_mem = s_mem.masked_fill(~mem_valid, float("-inf"))
+        logits = torch.cat([s_mem, s_glob], dim=-1)                     # [N, M + n]
+    else:
+        logits = s_glob
     logw = torch.log_softmax(logits, dim=-1)
     w = logw.exp()
-    M = mem_k.shape[1]
     if dense:
         glob = (w[:, M:].reshape(B, P, n) @ values).view(N, d)
     else:
         w_pad = q.new_zeros(B, P, n)
         w_pad[stream, pos] = w[:, M:]
         glob = (w_pad @ values)[stream, pos]
+    if not M:              # no memory slots: no masked logits, so no -inf to clear
+        return glob, -(w * logw).sum(-1)
     a = (w[:, :M].unsqueeze(1) @ mem_v).squeeze(1) + glob                # [N, d]
     entropy = -(w * logw.nan_to_num(neginf=0.0)).sum(-1)
     return a, entropy

@@ -40,6 +40,8 @@ class LeafMemory:
     def valid(self) -> torch.Tensor:
         """Which slots hold an entry: ``[B, n, M]``."""
         M = self.keys.shape[2]
+        if M == 0:
+            return self.writes.new_zeros((*self.writes.shape, 0), dtype=torch.bool)
         return torch.arange(M, device=self.writes.device) < self.writes.clamp(max=M).unsqueeze(-1)
 
     def write(self, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> None:

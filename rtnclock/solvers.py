@@ -23,7 +23,7 @@ import math
 
 import torch
 import torchdiffeq
-from torchdiffeq._impl.misc import _compute_error_ratio, _PerturbFunc, _rms_norm
+from torchdiffeq._impl.misc import _compute_error_ratio, _PerturbFunc, _rms_norm, _select_initial_step
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.fixed_grid import RK4
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _RungeKuttaState, _UncheckedAssign
@@ -85,13 +85,19 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
             return float(torch.linalg.vector_norm(error / tol)) / math.sqrt(error.numel())
 
     def _before_integrate(self, t):
-        super()._before_integrate(t)
+        # torchdiffeq's first evaluation and first step; its step_t/jump_t
+        # bookkeeping (a dozen tensor operations per call) is left out, as
+        # neither is accepted here.
+        f0 = self.func(t[0], self.y0)
+        first = self.first_step
+        if first is None:
+            first = _select_initial_step(self.func, t[0], self.y0, self.order - 1, self.rtol, self.atol,
+                                         self.norm, f0=f0)
         # Times and step sizes as Python floats from here on: float64, as
         # torchdiffeq keeps them, without a tensor operation (~3 us) for each
         # of the ~25 scalar steps of step control.
-        st = self.rk_state
-        self.rk_state = st._replace(t0=float(st.t0.detach()), t1=float(st.t1.detach()),
-                                    dt=float(st.dt.detach()), interp_coeff=None)
+        t0 = float(t[0].detach())
+        self.rk_state = _RungeKuttaState(self.y0, f0, t0, t0, float(first.detach()), None)
         self._step_limits = (float(self.min_step), float(self.max_step))
         self._control = (float(self.safety), float(self.ifactor), float(self.dfactor), 1.0 / self.order)
 

@@ -254,8 +254,9 @@ class Hierarchy:
         g = self.model.gates[k].gate(st.surprise, st.demand)
         g = torch.where(act, g, 0.0)
         new_open = awake & (g > self.theta)
-        self.events.log_mask(n, "gate_open", k, new_open & ~st.open)
-        self.events.log_mask(n, "gate_close", k, st.open & ~new_open)
+        if bool((new_open ^ st.open).any()):                # most ticks flip no gate
+            self.events.log_mask(n, "gate_open", k, new_open & ~st.open)
+            self.events.log_mask(n, "gate_close", k, st.open & ~new_open)
         st.gate, st.open = g, new_open
         if st.awake_w is not None:
             # Evaluation's value (a sleeping block's gate is 0), with a gradient to
@@ -408,13 +409,17 @@ class Hierarchy:
             fracs = sorted({i / order[j][1] for j in group for i in range(1, order[j][1] + 1)})
             solved = solve([segments[j] for j in group], fracs, self.cfg, self.stats, adjoint=self.adjoint)
             for j, (h, H) in zip(group, solved):
-                idx = [fracs.index(i / order[j][1]) for i in range(1, order[j][1] + 1)]
-                results[j] = (h[idx], H[idx])
+                subs = order[j][1]
+                if subs < len(fracs):                # a slower level: its own ticks' rows
+                    idx = [fracs.index(i / subs) for i in range(1, subs + 1)]
+                    h, H = h[idx], H[idx]
+                results[j] = (h, H)
         out = {}
         for j, (k, subs, sel) in enumerate(order):
             h, H = results[j]
             base = levels[k].h
-            out[k] = (_scatter(h, base, sel), _scatter(H, torch.zeros_like(base), sel))
+            zeros = base if sel is None else torch.zeros_like(base)     # every row solved: only its shape is read
+            out[k] = (_scatter(h, base, sel), _scatter(H, zeros, sel))
         for k, _, subs in plan:
             if k not in out:                                                 # nothing active
                 base = levels[k].h

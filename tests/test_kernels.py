@@ -107,12 +107,14 @@ def test_get_returns_the_reference_on_cpu():
         kernels.get("nope", "cpu")
 
 
-@pytest.mark.parametrize("B, n, open_fraction", [(3, 5, 0.4), (3, 5, 1.0), (1, 1, 1.0), (2, 6, 0.0)])
-def test_reference_attention_is_each_querys_own_softmax(B, n, open_fraction):
+@pytest.mark.parametrize("B, n, open_fraction, M", [(3, 5, 0.4, 3), (3, 5, 1.0, 3), (1, 1, 1.0, 3), (2, 6, 0.0, 3),
+                                                     (3, 5, 0.4, 0), (3, 5, 1.0, 0), (1, 1, 1.0, 0)])
+def test_reference_attention_is_each_querys_own_softmax(B, n, open_fraction, M):
     """The reference's padded (some leaves open) and dense (every stream equally open)
-    layouts both give, per query, softmax over its valid memory and its stream's keys."""
+    layouts, with and without memory slots, give per query the softmax over its valid
+    memory and its stream's keys."""
     gen = torch.Generator().manual_seed(5)
-    d, M = 4, 3
+    d = 4
     args = _attention_inputs(gen, B, n, d, M, open_fraction)
     a, h = reference.leaf_attention(**args)
     assert a.shape == (len(args["stream"]), d)
