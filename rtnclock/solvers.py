@@ -58,6 +58,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # and writes its value into that row of the stage matrix.
         self._into = bool(getattr(self._rhs, "writes_into", False))
         self._c_sol, self._mid = tab.c_sol.tolist(), self.mid.tolist()
+        self._c_error = tab.c_error.tolist()
 
     def _eval(self, t, y):
         """``f(t, y)`` at a stage time from :meth:`_stage_times` (already perturbed)."""
@@ -148,26 +149,53 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         """
         flat = y0.reshape(-1)
         shaped = (lambda v: v.view_as(y0)) if y0.dim() != 1 else (lambda v: v)
-        stages = torch.empty(len(self._alpha) + 1, flat.numel(), dtype=y0.dtype, device=y0.device)
-        stages = self._assign(stages, f0, 0)
         # A field that writes into its output row saves a copy per stage
         # (autograd cannot record an ``out=`` write, so only without it).
         into = self._into and not torch.is_grad_enabled()
         times = self._stage_times(y0, t0, dt, t1, floats=into)
-        cols, rows = stages.t(), (stages.unbind() if into else None)
-        for i, (t, beta) in enumerate(zip(times, self._beta)):
-            yi = torch.addmv(flat, cols[:, :i + 1], beta, alpha=dt)
-            if into:
+        if into:
+            stages, prefixes, rows = self._buffer(flat)
+            rows[0].copy_(f0.reshape(-1))
+            for i, (t, beta) in enumerate(zip(times, self._beta)):
+                yi = torch.addmv(flat, prefixes[i], beta, alpha=dt)
                 self._rhs(t, shaped(yi), rows[i + 1])
-            else:                 # under autograd the assignment gives a new matrix
+        else:                     # under autograd each assignment gives a new matrix
+            stages = torch.empty(len(self._alpha) + 1, flat.numel(), dtype=y0.dtype, device=y0.device)
+            stages = self._assign(stages, f0, 0)
+            for i, (t, beta) in enumerate(zip(times, self._beta)):
+                yi = torch.addmv(flat, stages.t()[:, :i + 1], beta, alpha=dt)
                 stages = self._assign(stages, self._eval(t, shaped(yi)), i + 1)
-                cols = stages.t()
+        cols = stages.t()
         if not self._fsal:
             yi = torch.addmv(flat, cols, self.tableau.c_sol, alpha=dt)
         # Formed as torchdiffeq forms it (dt rounded to the state's dtype, then
-        # the weights): accept or reject can turn on this rounding.
-        error = torch.mv(cols, self.tableau.c_error * torch.tensor(dt, dtype=y0.dtype))
+        # the weights): accept or reject can turn on this rounding.  In float64
+        # the Python products are those roundings.
+        if y0.dtype == torch.float64:
+            weights = torch.tensor([c * dt for c in self._c_error], dtype=y0.dtype, device=y0.device)
+        else:
+            weights = self.tableau.c_error * torch.tensor(dt, dtype=y0.dtype)
+        error = torch.mv(cols, weights)
         return shaped(yi), shaped(stages[-1]), shaped(error), stages
+
+    def _buffer(self, flat):
+        """A stage matrix for the next step, its stage-state column blocks and its rows.
+
+        Two matrices per solve, used in turn: the one holding the last accepted
+        step (its dense output and last stage) is never written, a rejected
+        step rewrites the other.  Their views are made once, not every step.
+        """
+        held = self.rk_state.interp_coeff
+        held = None if held is None else held[2]
+        bufs = self.__dict__.setdefault("_bufs", [])
+        for buf in bufs:
+            if buf[0] is not held:
+                return buf
+        stages = flat.new_empty(len(self._alpha) + 1, flat.numel())
+        cols = stages.t()
+        buf = (stages, [cols[:, :i + 1] for i in range(len(self._beta))], stages.unbind())
+        bufs.append(buf)
+        return buf
 
     @staticmethod
     def _assign(stages, f, i):
