@@ -86,11 +86,13 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
     """
     sizes = [s.h0.numel() for s in segments]
     shapes = [s.h0.shape for s in segments]
-    y0 = torch.cat([torch.cat([s.h0.reshape(-1), torch.zeros_like(s.h0).reshape(-1)]) for s in segments])
+    # The states first, then their integrals: y = [h_1 .. h_m, G_1 .. G_m].
+    n_h = sum(sizes)
+    y0 = torch.cat([s.h0.reshape(-1) for s in segments] + [segments[0].h0.new_zeros(n_h)])
     rhs_time = [0.0, 0]
 
     def make_rhs(inputs: list):
-        """The joint vector field, the segments reading ``inputs``."""
+        """The joint vector field, the segments reading ``inputs`` (``y`` may stop after the states)."""
         def rhs(s_norm, y, row=None):
             start = time.perf_counter()
             # The stage-major solvers hand in a float; the adjoint a time that wants a gradient.
@@ -100,12 +102,13 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
                 h = y[o:o + size].view(shape)
                 dh = seg.module.vector_field(seg.t0 + s_val * seg.span, h, held)
                 out.append((dh * seg.span).reshape(-1))
-                out.append(h.reshape(-1))
-                o += 2 * size
+                o += size
+            out.append(y[:n_h])                                    # dG/ds = h
             rhs_time[0] += time.perf_counter() - start
             rhs_time[1] += 1
             return torch.cat(out, out=row)
         rhs.writes_into = True                      # solvers.StageMajorRK may pass the stage row
+        rhs.quadrature = n_h                        # ... and leave the integrals out of its stage states
         return rhs
 
     s_out = torch.tensor([0.0, *fractions], dtype=y0.dtype, device=y0.device)
@@ -133,11 +136,11 @@ def solve(segments: list[Segment], fractions: list[float], config: Config,
     results, o = [], 0
     for seg, size, shape in zip(segments, sizes, shapes):
         h = ys[:, o:o + size].reshape(len(fractions), *shape)
-        H = ys[:, o + size:o + 2 * size].reshape(len(fractions), *shape) * seg.span
+        H = ys[:, n_h + o:n_h + o + size].reshape(len(fractions), *shape) * seg.span
         if not finite:
             _check_finite(seg, h, fractions)
         results.append((h, H))
-        o += 2 * size
+        o += size
     return results
 
 

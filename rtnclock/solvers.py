@@ -57,6 +57,11 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # A field marked ``writes_into`` is called as ``f(t: float, y, row)``
         # and writes its value into that row of the stage matrix.
         self._into = bool(getattr(self._rhs, "writes_into", False))
+        # Such a field may also declare ``quadrature = m``: the last m entries of
+        # the state are integrals no evaluation reads (rtnclock's window
+        # integrals), so a stage state is formed, and handed in, without them,
+        # except the last stage's when it is the step's solution.
+        self._quad = int(getattr(self._rhs, "quadrature", 0)) if self._into else 0
         self._c_sol, self._mid = tab.c_sol.tolist(), self.mid.tolist()
         self._c_error = tab.c_error.tolist()
 
@@ -154,11 +159,16 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         into = self._into and not torch.is_grad_enabled()
         times = self._stage_times(y0, t0, dt, t1, floats=into)
         if into:
-            stages, prefixes, rows = self._buffer(flat)
+            stages, prefixes, rows, lead = self._buffer(flat)
             rows[0].copy_(f0.reshape(-1))
+            head = flat[:flat.numel() - self._quad]
+            last = len(self._beta) - 1 if self._fsal else None
             for i, (t, beta) in enumerate(zip(times, self._beta)):
-                yi = torch.addmv(flat, prefixes[i], beta, alpha=dt)
-                self._rhs(t, shaped(yi), rows[i + 1])
+                if lead is None or i == last:
+                    yi = torch.addmv(flat, prefixes[i], beta, alpha=dt)
+                    self._rhs(t, shaped(yi) if lead is None else yi[:head.numel()], rows[i + 1])
+                else:
+                    self._rhs(t, torch.addmv(head, lead[i], beta, alpha=dt), rows[i + 1])
         else:                     # under autograd each assignment gives a new matrix
             stages = torch.empty(len(self._alpha) + 1, flat.numel(), dtype=y0.dtype, device=y0.device)
             stages = self._assign(stages, f0, 0)
@@ -179,11 +189,12 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         return shaped(yi), shaped(stages[-1]), shaped(error), stages
 
     def _buffer(self, flat):
-        """A stage matrix for the next step, its stage-state column blocks and its rows.
+        """A stage matrix for the next step: ``(stages, column blocks, rows, leading column blocks)``.
 
         Two matrices per solve, used in turn: the one holding the last accepted
         step (its dense output and last stage) is never written, a rejected
         step rewrites the other.  Their views are made once, not every step.
+        The leading blocks (None without quadrature) leave the integrals out.
         """
         held = self.rk_state.interp_coeff
         held = None if held is None else held[2]
@@ -193,7 +204,9 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
                 return buf
         stages = flat.new_empty(len(self._alpha) + 1, flat.numel())
         cols = stages.t()
-        buf = (stages, [cols[:, :i + 1] for i in range(len(self._beta))], stages.unbind())
+        blocks = [cols[:, :i + 1] for i in range(len(self._beta))]
+        lead = [b[:flat.numel() - self._quad] for b in blocks] if self._quad else None
+        buf = (stages, blocks, stages.unbind(), lead)
         bufs.append(buf)
         return buf
 

@@ -45,6 +45,34 @@ def test_stage_major_equals_torchdiffeq(method):
     assert torch.allclose(a, b, rtol=0, atol=1e-12)
 
 
+class QuadratureField(Field):
+    """``y = [x, G]``, ``dx/dt = Field(x)``, ``dG/dt = x``, written into the solver's stage row
+    (``writes_into``) and declaring G as integrals no evaluation reads (``quadrature``)."""
+
+    writes_into, quadrature = True, 40
+    seen: set
+
+    def forward(self, t, y, row=None):
+        self.seen = getattr(self, "seen", set()) | {y.numel()}
+        x = y[:40]
+        return torch.cat([super().forward(torch.as_tensor(t, dtype=y.dtype), x), x], out=row)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "fehlberg2"])
+def test_stage_major_with_quadrature_equals_torchdiffeq(method):
+    """Stage states without the integrals (FSAL and not) give torchdiffeq's steps and numbers."""
+    y0 = torch.cat([torch.linspace(-1, 1, 40, dtype=torch.float64), torch.zeros(40, dtype=torch.float64)])
+    t = torch.tensor([0.0, 0.13, 0.5, 0.77, 2.0], dtype=torch.float64)
+    ours, theirs = QuadratureField(), QuadratureField()
+    rtol = ADAPTIVE_RK[method]
+    with torch.no_grad():                       # a stage row is written only without autograd
+        a = odeint(ours, y0, t, Config(method=method, rtol=rtol, atol=1e-9, dtype="float64"))
+        b = torchdiffeq.odeint(lambda t, y: theirs(t, y), y0, t, method=method, rtol=rtol, atol=1e-9)
+    assert ours.seen == {40, 80}                # the stages were handed the states alone
+    assert ours.calls == theirs.calls
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
 def _gradients(stock, first_step=None, method="dopri5", rtol=None, atol=1e-9):
     """d/d(y0, W) of the squared outputs of one solve."""
     y0 = torch.linspace(-1, 1, 40, dtype=torch.float64, requires_grad=True)
