@@ -6,7 +6,9 @@ call.  Their windows differ in length, so each is mapped onto normalised time
 ``s in [0, 1]`` (``t = t0 + s*span``, ``dh/ds = span * f``); a window's
 integral rides along as ``G = int h ds`` (``H = int h dt = span * G``) because
 messages need exact window averages.  ``G`` is of the size of ``h``, so the
-solver's error control weighs it like the state.
+solver's error control weighs it like the state.  The integrals follow all the
+states in the joint vector and are declared as quadrature (no evaluation
+reads them), so the stage-major solvers form stage states without them.
 """
 
 from __future__ import annotations
