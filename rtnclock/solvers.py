@@ -63,7 +63,6 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # except the last stage's when it is the step's solution.
         self._quad = int(getattr(self._rhs, "quadrature", 0)) if self._into else 0
         self._c_sol, self._mid = tab.c_sol.tolist(), self.mid.tolist()
-        self._c_error = tab.c_error.tolist()
 
     def _eval(self, t, y):
         """``f(t, y)`` at a stage time from :meth:`_stage_times` (already perturbed)."""
@@ -179,13 +178,9 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         if not self._fsal:
             yi = torch.addmv(flat, cols, self.tableau.c_sol, alpha=dt)
         # Formed as torchdiffeq forms it (dt rounded to the state's dtype, then
-        # the weights): accept or reject can turn on this rounding.  In float64
-        # the Python products are those roundings.
-        if y0.dtype == torch.float64:
-            weights = torch.tensor([c * dt for c in self._c_error], dtype=y0.dtype, device=y0.device)
-        else:
-            weights = self.tableau.c_error * torch.tensor(dt, dtype=y0.dtype)
-        error = torch.mv(cols, weights)
+        # the weights): accept or reject can turn on this rounding.  A Python
+        # number is rounded to the tensor's dtype in the product, as there.
+        error = torch.mv(cols, self.tableau.c_error * dt)
         return shaped(yi), shaped(stages[-1]), shaped(error), stages
 
     def _buffer(self, flat):
