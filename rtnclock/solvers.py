@@ -63,6 +63,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # except the last stage's when it is the step's solution.
         self._quad = int(getattr(self._rhs, "quadrature", 0)) if self._into else 0
         self._c_sol, self._mid = tab.c_sol.tolist(), self.mid.tolist()
+        self._bufs: list[tuple] = []                # see _buffer
 
     def _eval(self, t, y):
         """``f(t, y)`` at a stage time from :meth:`_stage_times` (already perturbed)."""
@@ -158,16 +159,17 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         into = self._into and not torch.is_grad_enabled()
         times = self._stage_times(y0, t0, dt, t1, floats=into)
         if into:
-            stages, prefixes, rows, lead = self._buffer(flat)
+            stages, blocks, rows, lead = self._buffer(flat)
             rows[0].copy_(f0.reshape(-1))
-            head = flat[:flat.numel() - self._quad]
-            last = len(self._beta) - 1 if self._fsal else None
+            n_lead = flat.numel() - self._quad
+            head = flat[:n_lead] if lead is not None else None
+            last = len(self._beta) - 1 if self._fsal else None      # the stage that is the solution
             for i, (t, beta) in enumerate(zip(times, self._beta)):
-                if lead is None or i == last:
-                    yi = torch.addmv(flat, prefixes[i], beta, alpha=dt)
-                    self._rhs(t, shaped(yi) if lead is None else yi[:head.numel()], rows[i + 1])
+                if lead is not None and i != last:                 # without the integrals
+                    yi = torch.addmv(head, lead[i], beta, alpha=dt)
                 else:
-                    self._rhs(t, torch.addmv(head, lead[i], beta, alpha=dt), rows[i + 1])
+                    yi = torch.addmv(flat, blocks[i], beta, alpha=dt)
+                self._rhs(t, shaped(yi) if lead is None else yi[:n_lead], rows[i + 1])
         else:                     # under autograd each assignment gives a new matrix
             stages = torch.empty(len(self._alpha) + 1, flat.numel(), dtype=y0.dtype, device=y0.device)
             stages = self._assign(stages, f0, 0)
@@ -193,8 +195,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         """
         held = self.rk_state.interp_coeff
         held = None if held is None else held[2]
-        bufs = self.__dict__.setdefault("_bufs", [])
-        for buf in bufs:
+        for buf in self._bufs:
             if buf[0] is not held:
                 return buf
         stages = flat.new_empty(len(self._alpha) + 1, flat.numel())
@@ -202,7 +203,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         blocks = [cols[:, :i + 1] for i in range(len(self._beta))]
         lead = [b[:flat.numel() - self._quad] for b in blocks] if self._quad else None
         buf = (stages, blocks, stages.unbind(), lead)
-        bufs.append(buf)
+        self._bufs.append(buf)
         return buf
 
     @staticmethod

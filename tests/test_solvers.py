@@ -50,10 +50,13 @@ class QuadratureField(Field):
     (``writes_into``) and declaring G as integrals no evaluation reads (``quadrature``)."""
 
     writes_into, quadrature = True, 40
-    seen: set
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()                           # sizes of the states handed in
 
     def forward(self, t, y, row=None):
-        self.seen = getattr(self, "seen", set()) | {y.numel()}
+        self.seen.add(y.numel())
         x = y[:40]
         return torch.cat([super().forward(torch.as_tensor(t, dtype=y.dtype), x), x], out=row)
 
