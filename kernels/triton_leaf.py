@@ -21,6 +21,8 @@ calls fall back to the reference, which has a backward pass.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -62,14 +64,13 @@ def _load_wt(w_ptr, n_out, n_in, i0, j0, ROWS: tl.constexpr, COLS: tl.constexpr)
 
 
 @triton.jit
-def _leaf_step_kernel(x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
-                      wrec_ptr, win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr,
-                      xnew_ptr, e_ptr, g_ptr,
-                      rows, d, d_in,
-                      a: tl.float64, beta: tl.float64, bias: tl.float64, rate: tl.float64,
-                      D: tl.constexpr, DI: tl.constexpr, BLOCK_R: tl.constexpr,
-                      JC: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+def _leaf_step_tile(tile, x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
+                    wrec_ptr, win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr,
+                    xnew_ptr, e_ptr, g_ptr,
+                    rows, d, d_in, a, beta, bias, rate,
+                    D: tl.constexpr, DI: tl.constexpr, BLOCK_R: tl.constexpr,
+                    JC: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+    r = tile * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = r < rows
     r64 = r.to(tl.int64)                                      # rows * d may pass 2**31
     k = tl.arange(0, D)
@@ -78,7 +79,7 @@ def _leaf_step_kernel(x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
     m_di = rmask[:, None] & (ki[None, :] < d_in)
     x = tl.load(x_ptr + r64[:, None] * d + k[None, :], mask=m_d, other=0.0)       # [BLOCK_R, D]
     prior = tl.load(p_ptr + r64[:, None] * d + k[None, :], mask=m_d, other=0.0)
-    u = tl.load(u_ptr + r64[:, None] * d_in + ki[None, :], mask=m_di, other=0.0)  # [BLOCK_R, DI]
+    u = tl.load(u_ptr + r64[:, None] * d_in + ki[None, :], mask=m_di, other=0.0)
     x_hat = tl.dot(prior, _load_wt(s_ptr, d_in, d, 0, 0, D, DI), input_precision=PREC)
     scale = tl.full([], rate, ACC)
     # JC output features at a time: whole [D, D] weight tiles (five of them) do
@@ -103,6 +104,29 @@ def _leaf_step_kernel(x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
     arg = tl.full([], a, ACC) * e + tl.full([], beta, ACC) * dem + tl.full([], bias, ACC)
     tl.store(e_ptr + r64, e.to(e_ptr.dtype.element_ty), mask=rmask)
     tl.store(g_ptr + r64, _sigmoid(arg).to(g_ptr.dtype.element_ty), mask=rmask)
+
+
+@triton.jit
+def _leaf_step_kernel(x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
+                      wrec_ptr, win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr,
+                      xnew_ptr, e_ptr, g_ptr,
+                      rows, d, d_in,
+                      a: tl.float64, beta: tl.float64, bias: tl.float64, rate: tl.float64,
+                      D: tl.constexpr, DI: tl.constexpr, BLOCK_R: tl.constexpr,
+                      JC: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                      STAGES: tl.constexpr):
+    if STAGES == 0:                                           # one tile per program
+        _leaf_step_tile(tl.program_id(0), x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr, wrec_ptr,
+                        win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr, xnew_ptr, e_ptr, g_ptr,
+                        rows, d, d_in, a, beta, bias, rate, D, DI, BLOCK_R, JC, ACC, PREC)
+    else:
+        # A persistent grid takes the tiles in turn; the loop lets Triton prefetch
+        # the next tiles' rows (STAGES - 1 ahead) while this one computes.
+        n_tiles = tl.cdiv(rows, BLOCK_R)
+        for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
+            _leaf_step_tile(tile, x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr, wrec_ptr,
+                            win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr, xnew_ptr, e_ptr, g_ptr,
+                            rows, d, d_in, a, beta, bias, rate, D, DI, BLOCK_R, JC, ACC, PREC)
 
 
 @triton.jit
@@ -227,6 +251,13 @@ def _attention_block(dtype: torch.dtype, D: int) -> tuple[int, int]:
     return (64, 64) if D <= 32 else (32, 64) if D <= 64 else (16, 32)
 
 
+@functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4                                              # the interpreter: any small grid
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _check(dtype: torch.dtype, **tensors: torch.Tensor) -> None:
     """Raise if a tensor is on the wrong device or has another dtype than ``dtype``."""
     if dtype not in _SUPPORTED:
@@ -247,13 +278,21 @@ def _records_grad(*tensors: torch.Tensor) -> bool:
 
 
 def leaf_step(x, u, prior, W_rec, W_in, W_p, c, R, S, x_bar, demand, a, beta, bias, tau, dt,
-              *, block_rows: int | None = None, input_precision: str = "ieee"):
+              *, block_rows: int | None = None, input_precision: str = "ieee",
+              cols: int | None = None, num_warps: int | None = None,
+              per_sm: int = 0, stages: int = 2):
     """Fused ``reference.leaf_step`` (same arguments and returns, see there).
 
     Args:
-        block_rows: rows per program (a power of two); default by dtype and ``d``.
+        block_rows: rows per tile (a power of two); default by dtype and ``d``.
         input_precision: float32 matmuls: ``"ieee"`` (exact), or ``"tf32"`` /
             ``"tf32x3"`` for the tensor cores.
+        cols: output features per unrolled step (a power of two dividing the
+            padded ``d``); num_warps: warps per program. Defaults: the tiles
+            that build without spills.
+        per_sm: 0 runs one program per tile; k > 0 a persistent grid of k
+            programs per multiprocessor looping over the tiles, software-pipelined
+            over ``stages`` tiles.
 
     ``a, beta, bias`` may be 0-d tensors; they are read as Python numbers (a
     device sync), so pass numbers in a hot loop.
@@ -274,14 +313,19 @@ def leaf_step(x, u, prior, W_rec, W_in, W_p, c, R, S, x_bar, demand, a, beta, bi
         return x_new, e, g
     D = _pad(d)
     block = block_rows or _row_block(x.dtype, max(D, _pad(d_in)))
+    jc = min(cols or _COLS, D)
+    if D % jc:
+        raise ValueError(f"cols={cols} must be a power of two dividing the padded d={D}")
+    tiles = triton.cdiv(rows, block)
+    grid = min(tiles, per_sm * _multiprocessors(x.device)) if per_sm > 0 else tiles
     ins = {k: v.contiguous() for k, v in ins.items()}
-    _leaf_step_kernel[(triton.cdiv(rows, block),)](
+    _leaf_step_kernel[(grid,)](
         ins["x"], ins["u"], ins["prior"], ins["x_bar"], ins["demand"],
         ins["W_rec"], ins["W_in"], ins["W_p"], ins["c"], ins["R"], ins["S"],
         x_new, e, g, rows, d, d_in,
         float(a), float(beta), float(bias), float(dt) / float(tau),
-        D=D, DI=_pad(d_in), BLOCK_R=block, JC=_COLS, ACC=_acc(x.dtype), PREC=input_precision,
-        num_warps=_WARPS, enable_fp_fusion=True)
+        D=D, DI=_pad(d_in), BLOCK_R=block, JC=jc, ACC=_acc(x.dtype), PREC=input_precision,
+        STAGES=stages if per_sm > 0 else 0, num_warps=num_warps or _WARPS, enable_fp_fusion=True)
     return x_new, e, g
 
 

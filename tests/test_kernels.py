@@ -182,6 +182,16 @@ def interp():
     return triton_leaf
 
 
+def _runtime_loops():
+    """Skip where the interpreter cannot run loops with run-time bounds: before 3.9 it
+    passes integer arguments as 1-element arrays, which numpy 2 will not index with."""
+    import triton
+
+    if tuple(int(p) for p in triton.__version__.split(".")[:2]) < (3, 9):
+        pytest.skip(f"Triton {triton.__version__}'s interpreter: loops over run-time bounds "
+                    "need 3.9 (the pinned version)")
+
+
 @pytest.mark.parametrize("B, n, d, d_in, block", [
     (1, 37, 8, 8, 16),       # n not a multiple of the block; d padded to 16
     (2, 21, 32, 12, 16),     # B > 1, d_in not a power of two
@@ -190,6 +200,20 @@ def interp():
 def test_leaf_step_interpreted(interp, B, n, d, d_in, block):
     args = _step_inputs(torch.Generator().manual_seed(n), B, n, d, d_in)
     _check_step(interp, args, torch.float64, block_rows=block)
+
+
+@pytest.mark.parametrize("cols, stages", [(16, 1), (32, 3)])
+def test_leaf_step_interpreted_persistent(interp, cols, stages):
+    """A persistent grid (4 programs here) looping over 13 tiles, the last one partial."""
+    _runtime_loops()
+    args = _step_inputs(torch.Generator().manual_seed(5), 2, 100, 32, 24)
+    _check_step(interp, args, torch.float64, block_rows=16, cols=cols, per_sm=1, stages=stages)
+
+
+def test_leaf_step_rejects_cols_not_dividing_d(interp):
+    args = _step_inputs(torch.Generator().manual_seed(0), 1, 5, 32, 8)
+    with pytest.raises(ValueError, match="cols=24"):
+        interp.leaf_step(**args, cols=24)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -208,12 +232,14 @@ def test_leaf_vector_field_interpreted(interp, R, d, dtype):
 @pytest.mark.parametrize("M", [0, 4])
 @pytest.mark.parametrize("B, n, d", [(1, 37, 8), (3, 21, 32)])
 def test_leaf_attention_interpreted(interp, B, n, d, M, open_fraction):
+    _runtime_loops()
     gen = torch.Generator().manual_seed(7 * n + M)
     args = _attention_inputs(gen, B, n, d, M, open_fraction)
     _check_attention(interp, args, torch.float64, block_q=16, block_n=16)
 
 
 def test_leaf_attention_interpreted_peaked_and_low_precision(interp):
+    _runtime_loops()
     gen = torch.Generator().manual_seed(3)
     args = _attention_inputs(gen, 2, 45, 32, 3, 0.5)
     # A cold softmax: scores in the hundreds, entropy near 0; H = log l - u/l must
@@ -251,6 +277,7 @@ def test_simulate_through_interpreted_kernels_equals_reference(interp, monkeypat
     from rtnclock.scenarios import audio_stream
     from tests.problems import assert_same_run, smooth_stream, test_config
 
+    _runtime_loops()
     if scenario == "audio_stream":         # free gates: some leaves open, some not, per stream
         cfg = audio_stream.default_config().replace(dtype="float64")
 
@@ -341,7 +368,7 @@ def test_kernels_build_for_sm90_without_spills(name, dtype, d):
         rows = dict(D=d, BLOCK_R=T._row_block(dtype, d), JC=T._COLS, ACC=acc, PREC="ieee")
         if name == "leaf_step":
             meta, log = _sm90_build(T._leaf_step_kernel, dtype, {"rows", "d", "d_in"},
-                                    dict(rows, DI=d))
+                                    dict(rows, DI=d, STAGES=0))
         else:
             meta, log = _sm90_build(T._vector_field_kernel, dtype, {"rows", "d"}, rows)
     assert "0 bytes spill stores, 0 bytes spill loads" in log, log
@@ -376,6 +403,15 @@ def test_get_returns_triton_on_cuda(compiled):
 def test_leaf_step_gpu(compiled, dtype, B, n, d, d_in):
     args = _step_inputs(torch.Generator().manual_seed(n), B, n, d, d_in)
     _check_step(compiled, args, dtype, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("B, n, d, d_in", [(1, 100_003, 32, 32), (4, 5_000, 64, 24)])
+def test_leaf_step_gpu_persistent(compiled, dtype, B, n, d, d_in):
+    """Two programs per multiprocessor looping over the tiles, three-stage pipeline."""
+    args = _step_inputs(torch.Generator().manual_seed(n), B, n, d, d_in)
+    _check_step(compiled, args, dtype, "cuda", per_sm=2, stages=3)
 
 
 @pytest.mark.gpu
