@@ -53,6 +53,10 @@ ATTN_LEAVES = [1_024, 4_096, 16_384, 65_536, 262_144]
 OPEN = [0.01, 0.1, 0.5, 1.0]
 QUICK_STEP, QUICK_ATTN = [1_000, 5_000], [256, 1_024]
 AUDIO_BATCH, AUDIO_SECONDS = 1_024, 2.0
+SWEEP_LEAVES, QUICK_SWEEP = 4_000_000, 5_000
+SWEEP_BLOCKS, SWEEP_WARPS = [64, 128, 256], [4, 8]
+SWEEP_GRIDS = [(0, 0), (2, 3)]            # (programs per SM, stages): 0 = one tile per program
+TABLES = ("step", "attention", "audio", "sweep")
 
 
 class Timer:
@@ -155,13 +159,39 @@ def _leaf_step_table(timer, fused, copy_bw, sizes, dtype, device, precisions, co
           rows)
 
 
+def _sweep_table(timer, fused, copy_bw, n, dtype, device, precision) -> None:
+    """Leaf-step tiles at ``n`` leaves: rows per tile, output columns per step, warps,
+    one tile per program or a persistent pipelined grid; the numbers that choose the
+    defaults of ``triton_leaf.leaf_step``."""
+    rows = []
+    for d in (32, 64):
+        args = _step_args(n, d, dtype, device)
+        moved = n * ((4 * d + 1) + (d + 2)) * torch.finfo(dtype).bits // 8
+        want = reference.leaf_step(*args)
+        for block in SWEEP_BLOCKS:
+            for cols in sorted({16, d}):
+                for warps in SWEEP_WARPS:
+                    for per_sm, stages in SWEEP_GRIDS:
+                        kw = dict(block_rows=block, cols=cols, num_warps=warps, per_sm=per_sm,
+                                  stages=stages, input_precision=precision)
+                        t = _time(timer, lambda: fused.leaf_step(*args, **kw),
+                                  f"leaf step {kw}")
+                        got = fused.leaf_step(*args, **kw)
+                        err = max(float((a - b).abs().max()) for a, b in zip(got, want))
+                        rows.append([d, block, cols, warps, per_sm or "-", stages if per_sm else "-",
+                                     t * 1e3, 100 * moved / t / copy_bw, err])
+    rows.sort(key=lambda r: (r[0], r[6] if r[6] == r[6] else float("inf")))
+    table(["d", "rows/tile", "cols", "warps", "programs/SM", "stages", "time (ms)", "(% copy)",
+           "max |fused - eager|"], rows)
+
+
 def _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v, mem_valid, precisions):
     """Compaction + SDPA, then per precision the fused path without and with the ring
     buffer; each returns ``[1, n, d]`` (the fused ones also the entropy)."""
 
     def compact_sdpa():
         b, i = open_.nonzero(as_tuple=True)
-        out = F.scaled_dot_product_attention(q_all[b, i].unsqueeze(0), keys, values)[0]
+        out = _sdpa(q_all[b, i].unsqueeze(0), keys, values)[0]
         return torch.zeros_like(q_all).index_put((b, i), out)
 
     def fused_path(with_memory: bool, precision: str):
@@ -175,6 +205,12 @@ def _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v, mem_valid,
 
     return [compact_sdpa] + [functools.partial(fused_path, memory, p)
                              for p in precisions for memory in (False, True)]
+
+
+def _sdpa(q, k, v):
+    """SDPA on ``[1, L, d]`` tensors through the 4-D ``[batch, heads, L, d]`` layout
+    that its fused CUDA kernels require."""
+    return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
 
 
 def _dense_backends(device):
@@ -197,7 +233,7 @@ def _attention_table(timer, fused, sizes, dtype, device, precisions, d=32, M=8) 
             for shape in [(1, n, d)] * 3 + [(1, n, M, d)] * 2)
         mem_valid = torch.ones(1, n, M, dtype=torch.bool, device=device)
         with _dense_backends(device):
-            dense = _time(timer, lambda: F.scaled_dot_product_attention(q_all, keys, values),
+            dense = _time(timer, lambda: _sdpa(q_all, keys, values),
                           f"dense SDPA n={n}")
             for frac in OPEN:
                 open_ = torch.rand(1, n, generator=g, device=device) < frac
@@ -250,6 +286,10 @@ def _parse() -> argparse.Namespace:
                    help="float32 matmuls in the fused kernels, one column each: a comma list of "
                         "ieee, tf32x3, tf32 (default all three; other dtypes use ieee alone)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
+    p.add_argument("--tables", default="step,attention,audio",
+                   help=f"comma list of {', '.join(TABLES)} (sweep: the leaf-step tiles at "
+                        f"{SWEEP_LEAVES:,} leaves, not run by default)")
+    p.add_argument("--sweep-precision", default="tf32", help="matmul precision of the sweep")
     return p.parse_args()
 
 
@@ -276,6 +316,10 @@ def main() -> int:
     if bad:
         print(f"--precision: {sorted(bad)} not among ieee, tf32, tf32x3")
         return 2
+    tables = args.tables.split(",")
+    if set(tables) - set(TABLES):
+        print(f"--tables: {sorted(set(tables) - set(TABLES))} not among {', '.join(TABLES)}")
+        return 2
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (Triton interpreter)"
     print(f"{name}; torch {torch.__version__}, triton {triton.__version__}; {args.dtype}, "
           f"fused matmuls {', '.join(precisions)}\n")
@@ -283,19 +327,29 @@ def main() -> int:
     print("Device-to-device copy")
     copy_bw = _copy_bandwidth(timer, device, args.quick)
     compiled = None
-    if not args.no_compile:
+    if not args.no_compile and "step" in tables:
         # dynamic: one compilation serves every n and d instead of one per shape.
         compiled = torch.compile(reference.leaf_step, dynamic=True)
     with torch.no_grad():
-        print("Leaf step, B = 1, d_in = d (time per call; bandwidth of the bytes that must move)")
-        _leaf_step_table(timer, triton_leaf, copy_bw, QUICK_STEP if args.quick else STEP_LEAVES,
-                         dtype, device, precisions, compiled)
-        print("Gated attention, B = 1, d = 32 (compaction to the open queries and scatter "
-              "included; % of dense SDPA over all n)")
-        _attention_table(timer, triton_leaf, QUICK_ATTN if args.quick else ATTN_LEAVES, dtype,
-                         device, precisions)
-        print(f"audio_stream defaults, a batch of streams on {name}")
-        _audio_table(device, args.quick)
+        if "sweep" in tables:
+            n = QUICK_SWEEP if args.quick else SWEEP_LEAVES
+            print(f"Leaf-step tiles, B = 1, n = {n:,}, d_in = d, {args.sweep_precision} "
+                  "(fastest first per d)")
+            _sweep_table(Timer(device, budget_s=0.05 if args.quick else 0.1), triton_leaf,
+                         copy_bw, n, dtype, device, args.sweep_precision)
+        if "step" in tables:
+            print("Leaf step, B = 1, d_in = d (time per call; bandwidth of the bytes that must move)")
+            _leaf_step_table(timer, triton_leaf, copy_bw,
+                             QUICK_STEP if args.quick else STEP_LEAVES, dtype, device,
+                             precisions, compiled)
+        if "attention" in tables:
+            print("Gated attention, B = 1, d = 32 (compaction to the open queries and scatter "
+                  "included; % of dense SDPA over all n)")
+            _attention_table(timer, triton_leaf, QUICK_ATTN if args.quick else ATTN_LEAVES,
+                             dtype, device, precisions)
+        if "audio" in tables:
+            print(f"audio_stream defaults, a batch of streams on {name}")
+            _audio_table(device, args.quick)
     return 0
 
 
