@@ -53,9 +53,17 @@ ATTN_LEAVES = [1_024, 4_096, 16_384, 65_536, 262_144]
 OPEN = [0.01, 0.1, 0.5, 1.0]
 QUICK_STEP, QUICK_ATTN = [1_000, 5_000], [256, 1_024]
 AUDIO_BATCH, AUDIO_SECONDS = 1_024, 2.0
-SWEEP_LEAVES, QUICK_SWEEP = 4_000_000, 5_000
-SWEEP_BLOCKS, SWEEP_WARPS = [64, 128, 256], [4, 8]
-SWEEP_GRIDS = [(0, 0), (2, 3)]            # (programs per SM, stages): 0 = one tile per program
+SWEEP_LEAVES, QUICK_SWEEP = 4_000_000, 500
+# (rows per tile, output columns per step, warps, programs per SM, stages), where
+# programs per SM 0 is one tile per program. Chosen from ptxas's sm_90 report
+# (Triton 3.9): the tiles that build without spills, from the defaults (one
+# program per multiprocessor) to small ones of which 2-6 programs fit.
+SWEEP = {32: [(64, 16, 8, 0, 0), (64, 32, 8, 0, 0), (64, 32, 4, 0, 0), (32, 32, 2, 0, 0),
+              (32, 32, 4, 0, 0), (32, 16, 4, 0, 0), (16, 32, 2, 0, 0), (128, 16, 8, 0, 0),
+              (128, 32, 8, 0, 0), (64, 32, 8, 2, 2), (64, 32, 4, 3, 2), (32, 32, 2, 4, 2)],
+         64: [(64, 16, 8, 0, 0), (64, 64, 8, 0, 0), (64, 32, 8, 0, 0), (32, 16, 4, 0, 0),
+              (32, 32, 8, 0, 0), (16, 64, 4, 0, 0), (16, 64, 2, 0, 0), (128, 16, 8, 0, 0),
+              (64, 16, 8, 1, 2), (16, 64, 4, 2, 2)]}
 TABLES = ("step", "attention", "audio", "sweep")
 
 
@@ -168,18 +176,14 @@ def _sweep_table(timer, fused, copy_bw, n, dtype, device, precision) -> None:
         args = _step_args(n, d, dtype, device)
         moved = n * ((4 * d + 1) + (d + 2)) * torch.finfo(dtype).bits // 8
         want = reference.leaf_step(*args)
-        for block in SWEEP_BLOCKS:
-            for cols in sorted({16, d}):
-                for warps in SWEEP_WARPS:
-                    for per_sm, stages in SWEEP_GRIDS:
-                        kw = dict(block_rows=block, cols=cols, num_warps=warps, per_sm=per_sm,
-                                  stages=stages, input_precision=precision)
-                        t = _time(timer, lambda: fused.leaf_step(*args, **kw),
-                                  f"leaf step {kw}")
-                        got = fused.leaf_step(*args, **kw)
-                        err = max(float((a - b).abs().max()) for a, b in zip(got, want))
-                        rows.append([d, block, cols, warps, per_sm or "-", stages if per_sm else "-",
-                                     t * 1e3, 100 * moved / t / copy_bw, err])
+        for block, cols, warps, per_sm, stages in SWEEP[d]:
+            kw = dict(block_rows=block, cols=cols, num_warps=warps, per_sm=per_sm,
+                      stages=stages, input_precision=precision)
+            t = _time(timer, lambda: fused.leaf_step(*args, **kw), f"leaf step {kw}")
+            got = fused.leaf_step(*args, **kw)
+            err = max(float((a - b).abs().max()) for a, b in zip(got, want))
+            rows.append([d, block, cols, warps, per_sm or "-", stages if per_sm else "-",
+                         t * 1e3, 100 * moved / t / copy_bw, err])
     rows.sort(key=lambda r: (r[0], r[6] if r[6] == r[6] else float("inf")))
     table(["d", "rows/tile", "cols", "warps", "programs/SM", "stages", "time (ms)", "(% copy)",
            "max |fused - eager|"], rows)
