@@ -14,6 +14,7 @@ log=${1:-gpu_logs}
 steps=${2:-tests run bench}
 py=${PYTHON:-python3}
 mkdir -p "$log"
+rm -f "$log"/{tests,run,bench,sweep}.log              # steps append; start each run afresh
 export PYTHONUNBUFFERED=1
 
 step() {

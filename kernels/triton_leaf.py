@@ -79,7 +79,7 @@ def _leaf_step_tile(tile, x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
     m_di = rmask[:, None] & (ki[None, :] < d_in)
     x = tl.load(x_ptr + r64[:, None] * d + k[None, :], mask=m_d, other=0.0)       # [BLOCK_R, D]
     prior = tl.load(p_ptr + r64[:, None] * d + k[None, :], mask=m_d, other=0.0)
-    u = tl.load(u_ptr + r64[:, None] * d_in + ki[None, :], mask=m_di, other=0.0)
+    u = tl.load(u_ptr + r64[:, None] * d_in + ki[None, :], mask=m_di, other=0.0)  # [BLOCK_R, DI]
     x_hat = tl.dot(prior, _load_wt(s_ptr, d_in, d, 0, 0, D, DI), input_precision=PREC)
     scale = tl.full([], rate, ACC)
     # JC output features at a time: whole [D, D] weight tiles (five of them) do
@@ -287,8 +287,8 @@ def leaf_step(x, u, prior, W_rec, W_in, W_p, c, R, S, x_bar, demand, a, beta, bi
         block_rows: rows per tile (a power of two); default by dtype and ``d``.
         input_precision: float32 matmuls: ``"ieee"`` (exact), or ``"tf32"`` /
             ``"tf32x3"`` for the tensor cores.
-        cols: output features per unrolled step (a power of two dividing the
-            padded ``d``); num_warps: warps per program. Defaults: the tiles
+        cols: output features per step of the tile's loop (a power of two dividing
+            the padded ``d``); num_warps: warps per program. Defaults: the tiles
             that build without spills.
         per_sm: 0 runs one program per tile; k > 0 a persistent grid of k
             programs per multiprocessor looping over the tiles, software-pipelined
