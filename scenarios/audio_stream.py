@@ -42,7 +42,7 @@ import torch
 import rtnclock
 
 from . import audio_scene
-from .common import OnsetAdaptation, annotation_table, check_args, chunked_stream, frame_count
+from .common import ROWS, OnsetAdaptation, annotation_table, check_args, chunked_stream, frame_count
 from .filterbank import MelFrontEnd, frames_for
 
 DESCRIPTION = ("16 kHz auditory scene (drone, tones, chirps, vowels, clicks, novel sounds, silences) "
@@ -124,13 +124,17 @@ def make_stream(config: rtnclock.Config, *, duration: float | None = None, seed:
     ends = [ev["end"] for events in scores for ev in events
             if ev["kind"] != "silence" and ev["start"] < duration]
     notes = annotation_table(rows, end=[min(e, 1e9) for e in ends])
-    features = Features(config, batch, lambda s0, s1: torch.stack([sc.render(s0, s1) for sc in scenes]))
+    features = Features(config, batch, lambda s0, s1: audio_scene.render(scenes, s0, s1))
     return chunked_stream(features.frames, n_frames=n_frames, frame_rate=FRAME_RATE, config=config,
                           batch=batch, name=f"audio_stream seed {seed}", annotations=notes)
 
 
 class Features:
     """Waveform to adapted mel features, a range of frames at a time, in order.
+
+    Streams go through the front end and the adaptation :data:`.common.ROWS`
+    at a time (each group with its own state), for the reason given there;
+    every stream's frames are the same either way.
 
     Args:
         config: leaves, channels and dtype of the frames.
@@ -141,19 +145,21 @@ class Features:
 
     def __init__(self, config: rtnclock.Config, batch: int, samples, n_samples: int | None = None):
         self.n_leaves, self.c = config.blocks(0), config.input_dim
-        self.front = MelFrontEnd(sample_rate=SAMPLE_RATE, n_bands=self.n_leaves * self.c, hop=HOP, window=WINDOW,
-                                 n_fft=N_FFT, f_min=F_MIN, dtype=torch.float32)
+        self.groups = [(slice(i, min(i + ROWS, batch)),
+                        MelFrontEnd(sample_rate=SAMPLE_RATE, n_bands=self.n_leaves * self.c, hop=HOP,
+                                    window=WINDOW, n_fft=N_FFT, f_min=F_MIN, dtype=torch.float32),
+                        OnsetAdaptation(sustain=SUSTAIN, onset=ONSET, tau=ADAPT_TAU, frame_rate=FRAME_RATE))
+                       for i in range(0, batch, ROWS)]
         self.batch, self.samples, self.n_samples = batch, samples, n_samples
         self.pushed, self.emitted = 0, 0
-        self.ready: list[torch.Tensor] = []             # [B, f, n_bands] emitted, not yet returned
-        self.adapt = OnsetAdaptation(sustain=SUSTAIN, onset=ONSET, tau=ADAPT_TAU, frame_rate=FRAME_RATE)
+        self.ready: list[list[torch.Tensor]] = [[] for _ in self.groups]   # per group: [b, f, n_bands] not yet returned
         self.dtype = getattr(torch, config.dtype)
 
     def frames(self, i0: int, i1: int) -> torch.Tensor:
         """Frames ``[i0, i1)``: ``[B, i1 - i0, n_leaves, input_dim]`` (ranges must come in order)."""
         while self.emitted < i1:
             if self.n_samples is not None and self.pushed >= self.n_samples:
-                self._take(self.front.flush())
+                self._take([front.flush() for _, front, _ in self.groups])
                 if self.emitted < i1:
                     raise rtnclock.StreamError(f"audio ended at frame {self.emitted}; frame {i1 - 1} was asked for")
                 break
@@ -163,20 +169,22 @@ class Features:
             s1 = self.pushed + BLOCK
             if self.n_samples is not None:
                 s1 = min(s1, self.n_samples)
-            self._take(self.front.push(self.samples(self.pushed, s1).to(torch.float32)))
+            x = self.samples(self.pushed, s1).to(torch.float32)
+            self._take([front.push(x[rows]) for rows, front, _ in self.groups])
             self.pushed = s1
-        power = torch.cat(self.ready, dim=1)
-        out, rest = power[:, :i1 - i0], power[:, i1 - i0:]
-        self.ready = [rest]
-        return self._adapt(out).reshape(self.batch, i1 - i0, self.n_leaves, self.c).to(self.dtype)
+        out = []
+        for g, (_, _, adapt) in enumerate(self.groups):
+            power = torch.cat(self.ready[g], dim=1)
+            self.ready[g] = [power[:, i1 - i0:]]
+            # Onset-emphasising features from the log power (the adaptation's state carries over).
+            out.append(adapt.frames(torch.log10(1 + power[:, :i1 - i0].double() / P_FLOOR) / DECADES, dim=1))
+        out = out[0] if len(out) == 1 else torch.cat(out)
+        return out.reshape(self.batch, i1 - i0, self.n_leaves, self.c).to(self.dtype)
 
-    def _take(self, power: torch.Tensor) -> None:
-        self.ready.append(power.reshape(self.batch, -1, power.shape[-1]))
-        self.emitted += power.shape[-2]
-
-    def _adapt(self, power: torch.Tensor) -> torch.Tensor:
-        """``[B, f, n_bands]`` power to onset-emphasising features (the state carries over)."""
-        return self.adapt.frames(torch.log10(1 + power.double() / P_FLOOR) / DECADES, dim=1)
+    def _take(self, powers: list[torch.Tensor]) -> None:
+        for ready, (rows, _, _), power in zip(self.ready, self.groups, powers):
+            ready.append(power.reshape(rows.stop - rows.start, -1, power.shape[-1]))
+        self.emitted += powers[0].shape[-2]
 
 
 # ---- WAV input ------------------------------------------------------------------

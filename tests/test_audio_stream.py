@@ -78,6 +78,76 @@ def test_every_annotated_tone_starts_in_its_band_at_its_time():
             assert rms == pytest.approx(audio_scene.NOISE_FLOOR, rel=0.1)
 
 
+def _envelope_np(t, start, end):
+    """The attack/release envelope written out directly (numpy, every sample)."""
+    rise = np.clip((t - start) / audio_scene._ATTACK, 0, 1)
+    fall = np.clip((t - end) / audio_scene._RELEASE, 0, 1)
+    return 0.25 * (1 - np.cos(np.pi * rise)) * (1 + np.cos(np.pi * fall))
+
+
+def test_envelope_takes_cosines_only_where_they_differ_from_0_and_1():
+    """The windowed envelope equals the formula at every sample: ramps inside the range,
+    straddling either edge, outside it, and endless sounds; columns and single floats."""
+    g = torch.Generator().manual_seed(0)
+    for s0, n in ((0, 4000), (52_000, 4000), (7, 130), (100, 1)):
+        t = torch.arange(s0, s0 + n, dtype=torch.float64) / audio_scene.SAMPLE_RATE
+        t0, t1 = float(t[0]), float(t[-1])
+        starts = torch.rand(40, generator=g, dtype=torch.float64) * (t1 - t0 + 0.1) + t0 - 0.05
+        ends = starts + torch.rand(40, generator=g, dtype=torch.float64) * 0.3
+        ends[::5] = math.inf
+        got = audio_scene._envelope(t, starts[:, None], ends[:, None])
+        want = _envelope_np(t.numpy(), starts[:, None].numpy(), ends[:, None].numpy())
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-15)
+        one = audio_scene._envelope(t, float(starts[1]), float(ends[1]))
+        assert one.shape == (n,) and torch.equal(one, got[1])
+
+
+def test_sounds_match_their_closed_forms():
+    """A drone, a tone and a chirp, rendered among other scenes and across row groups,
+    are their closed forms (numpy) on top of the scene's noise floor."""
+    sr = audio_scene.SAMPLE_RATE
+    score = [dict(kind="drone", start=0.25, end=math.inf, f0=110.0, amp=0.03),
+             dict(kind="tone", start=0.31, end=0.52, f0=1234.5, amp=0.05),
+             dict(kind="chirp", start=0.4, end=0.7, f0=800.0, rate=-3.0, amp=0.04)]
+    mine = audio_scene.Scene(score, 11)
+    others = [audio_scene.Scene(audio_scene.score(1.0, s), s) for s in range(4)]
+    s0, s1 = 4000, 12000
+    t = np.arange(s0, s1) / sr
+    env = [_envelope_np(t, ev["start"], ev["end"]) for ev in score]
+    drone = sum(np.sin(2 * np.pi * h * 110.0 * t) / h for h in range(1, 7)) / 2.45
+    drone = 0.03 * env[0] * (1 + 0.15 * np.sin(2 * np.pi * 0.25 * t)) * drone
+    s = t - 0.31
+    tone = 0.05 * env[1] * (np.sin(2 * np.pi * 1234.5 * s) + 0.2 * np.sin(4 * np.pi * 1234.5 * s))
+    k = -3.0 * math.log(2)
+    s = np.maximum(t - 0.4, 0)
+    chirp = 0.04 * env[2] * np.sin(2 * np.pi * 800.0 * np.expm1(k * s) / k)
+    floor = audio_scene.NOISE_FLOOR * audio_scene._noise(11, 6, s0, s1).numpy()
+    for rows in (2, 256):
+        original = audio_scene.ROWS
+        audio_scene.ROWS = rows
+        try:
+            got = audio_scene.render(others[:3] + [mine] + others[3:], s0, s1)[3].numpy()
+        finally:
+            audio_scene.ROWS = original
+        np.testing.assert_allclose(got - floor, drone + tone + chirp, rtol=0, atol=1e-12)
+
+
+def test_scenes_rendered_together_are_each_scene_alone(monkeypatch):
+    """Batched rendering (also split into row groups) gives every scene its own render,
+    to the last bit; the front end's row groups likewise give each stream its own frames."""
+    monkeypatch.setattr(audio_scene, "ROWS", 3)
+    scenes = [audio_scene.Scene(audio_scene.score(4.0, s), s) for s in range(7)]
+    for s0 in (0, 4000, 17_000, 44_000):
+        together = audio_scene.render(scenes, s0, s0 + 4000)
+        for b, sc in enumerate(scenes):
+            alone = audio_scene.Scene(audio_scene.score(4.0, b), b).render(s0, s0 + 4000)
+            assert torch.equal(together[b], alone), (s0, b)
+    monkeypatch.setattr(audio_stream, "ROWS", 2)
+    five = audio_stream.make_stream(CFG, duration=1.0, seed=3, batch=5)
+    for b in (0, 2, 4):
+        assert torch.equal(five.frames[b], audio_stream.make_stream(CFG, duration=1.0, seed=3 + b).frames[0])
+
+
 def test_kinds_are_all_present_over_a_minute():
     kinds = {ev["kind"] for ev in audio_scene.score(60.0, 0)}
     assert kinds == set(audio_scene.KINDS) | {"silence"}
