@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the leaf kernels in one go, on a CUDA machine where rtnclock,
 # triton, simpy and zarr import: the equivalence tests (gpu marker, and the
-# interpreter ones), `rtnclock run audio_stream --device cuda` with 1,024 streams,
+# interpreter ones), `rtnclock run audio_stream --device cuda` with 1,024 streams
+# (and the host time of its input, benchmarks/audio_render.py),
 # and benchmarks/gpu_kernels.py. Each step has a time limit, so that one that
 # hangs leaves the others' figures; each step's whole output is in LOGDIR/STEP.log.
 # The kernel tests run in groups, one process each: a kernel that faults leaves
@@ -41,8 +42,12 @@ if want tests; then
     step tests 90 env CUDA_LAUNCH_BLOCKING=1 $t gpu tests/test_kernels.py -k tf32x3
     step tests 120 $t gpu tests/test_cuda.py tests/test_morph.py::test_a_growing_tree_runs_and_trains_on_cuda
 fi
-want run && step run 80 "$py" -m rtnclock run audio_stream --device cuda --batch 1024 --duration 2 \
-    --out "${TMPDIR:-/tmp}/gpu_audio_stream.zarr" --overwrite --quiet
+if want run; then
+    step run 80 "$py" -m rtnclock run audio_stream --device cuda --batch 1024 --duration 2 \
+        --out "${TMPDIR:-/tmp}/gpu_audio_stream.zarr" --overwrite --quiet
+    # The host's share of that run: the scenario's input for the same streams.
+    step run 40 "$py" benchmarks/audio_render.py --batches 1024 --rounds 1
+fi
 want bench && step bench 270 "$py" benchmarks/gpu_kernels.py
 want sweep && step sweep 150 "$py" benchmarks/gpu_kernels.py --tables sweep --no-compile
 exit 0
