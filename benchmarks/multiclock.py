@@ -8,7 +8,7 @@ Sections:
              wall time, solver calls, vector-field evaluations, error against a tight
              scipy solve_ivp (DOP853, rtol 1e-10) run of the same mode (B = 1 rows).
   share      chain K = 4, r = 4: share of run time in the vector field, torchdiffeq's dopri5
-             vs the stage-major one vs a fixed-grid RK4.
+             vs the stage-major one vs a fixed-grid RK4 (medians of 3 rounds; --quick: 1).
   bursty     gates free on audio_stream (steady stretches, rare onsets): multi-clock vs
              the continuous dense solve.
   deviation  multi-clock vs continuous at the default periods and at 1/2, 1/4, 1/8 of them.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import statistics
 import time
 
 import numpy as np
@@ -85,25 +86,35 @@ def open_gates(quick: bool) -> None:
                 lock.stats.nfe.get(k, 0)] for k in range(5)])
 
 
-def share(quick: bool) -> None:
+def share(quick: bool, rounds: int = 3) -> None:
     print("## Share of run time in vector-field evaluations (chain K = 4, r = 4, float64)\n")
     print("dopri5 as torchdiffeq ships it (stages in the last axis) against rtnclock's stage-major "
-          "dopri5 (same tableau and controller), and a fixed-grid RK4.\n")
-    rows = []
+          f"dopri5 (same tableau and controller), and a fixed-grid RK4. Medians of {rounds} rounds, "
+          "each running every row once in turn (the share's range over the rounds beside it).\n")
     variants = [("dopri5 torchdiffeq", "dopri5", {}, True), ("dopri5 stage-major", "dopri5", {}, False),
                 ("rk4", "rk4", dict(step_size=0.0025), False)]
+    cases = []
     for label, method, extra, stock in variants:
         for B in (1, 256):
             cfg = Config(K=4, branching=1, dims=32, input_dim=4, tau0=0.01, ratio=4.0, gate_mode="open",
                          memory_size=0, escalation_threshold=None, dtype="float64", method=method,
                          rtol=1e-5, atol=1e-7, **extra)
             stream = smooth(cfg, B, TICKS * cfg.base_period)
-            for mode in ("multiclock", "lockstep"):
-                with _stock_torchdiffeq(stock):
-                    run = simulate(cfg, stream, mode=mode)
-                rows.append([label, B, mode, run.wall_seconds, run.stats.solve_seconds, run.stats.rhs_seconds,
-                             run.stats.rhs_seconds / run.wall_seconds])
-    table(["solver", "B", "mode", "wall s", "in solver s", "in vector field s", "vf share (goal >= 0.5)"], rows)
+            cases += [(label, B, mode, cfg, stream, stock) for mode in ("multiclock", "lockstep")]
+    seen = {i: [] for i in range(len(cases))}
+    for _ in range(1 if quick else rounds):
+        for i, (label, B, mode, cfg, stream, stock) in enumerate(cases):
+            with _stock_torchdiffeq(stock):
+                run = simulate(cfg, stream, mode=mode)
+            seen[i].append((run.wall_seconds, run.stats.solve_seconds, run.stats.rhs_seconds))
+    rows = []
+    for i, (label, B, mode, *_) in enumerate(cases):
+        wall, solve, rhs = (statistics.median(x) for x in zip(*seen[i]))
+        shares = [r / w for w, _, r in seen[i]]
+        rows.append([label, B, mode, wall, solve, rhs, statistics.median(shares),
+                     f"{min(shares):.3f}-{max(shares):.3f}"])
+    table(["solver", "B", "mode", "wall s", "in solver s", "in vector field s", "vf share (goal >= 0.5)",
+           "share range"], rows)
 
 
 @contextlib.contextmanager
