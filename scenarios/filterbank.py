@@ -324,5 +324,7 @@ class MelFrontEnd:
     def _power(self, frames: torch.Tensor) -> torch.Tensor:
         """Normalised one-sided power of windowed frames: ``[..., F, window] -> [..., F, n_bins]``."""
         spectrum = torch.fft.rfft(frames * self._hann, n=self.n_fft, dim=-1)          # [..., F, n_bins]
-        # re^2 + im^2 avoids the hypot and sqrt of abs().
-        return torch.view_as_real(spectrum).square().sum(dim=-1) * self._scale
+        # re^2 + im^2 avoids the hypot and sqrt of abs(); one addition, not a
+        # reduction over a last axis of 2 (several times slower, same values).
+        parts = torch.view_as_real(spectrum).square()
+        return (parts[..., 0] + parts[..., 1]) * self._scale
