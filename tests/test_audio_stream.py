@@ -102,7 +102,7 @@ def test_envelope_takes_cosines_only_where_they_differ_from_0_and_1():
         assert one.shape == (n,) and torch.equal(one, got[1])
 
 
-def test_sounds_match_their_closed_forms():
+def test_sounds_match_their_closed_forms(monkeypatch):
     """A drone, a tone and a chirp, rendered among other scenes and across row groups,
     are their closed forms (numpy) on top of the scene's noise floor."""
     sr = audio_scene.SAMPLE_RATE
@@ -123,12 +123,8 @@ def test_sounds_match_their_closed_forms():
     chirp = 0.04 * env[2] * np.sin(2 * np.pi * 800.0 * np.expm1(k * s) / k)
     floor = audio_scene.NOISE_FLOOR * audio_scene._noise(11, 6, s0, s1).numpy()
     for rows in (2, 256):
-        original = audio_scene.ROWS
-        audio_scene.ROWS = rows
-        try:
-            got = audio_scene.render(others[:3] + [mine] + others[3:], s0, s1)[3].numpy()
-        finally:
-            audio_scene.ROWS = original
+        monkeypatch.setattr(audio_scene, "ROWS", rows)
+        got = audio_scene.render(others[:3] + [mine] + others[3:], s0, s1)[3].numpy()
         np.testing.assert_allclose(got - floor, drone + tone + chirp, rtol=0, atol=1e-12)
 
 
