@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import io
 import math
 import os
 import threading
@@ -61,13 +60,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import __version__
 from .config import Config
 from .errors import RtnclockError
 from .events import KINDS, EventLog
 from .monitor import Monitor
+from .checkpoint import pack, unpack
 from .chunks import LevelBuffer, numpy_of
 from .recorder import NullRecorder, TickRecord
 from .zarrwriter import StoreWriter
@@ -79,7 +78,7 @@ CHUNK_BYTES = 1 << 20
 CHUNK_SECONDS = 60.0
 _EVENT_CHUNK = 65536
 #: A flush writes a checkpoint only this many wall seconds after the last one
-#: (each costs the run ~7 ms; a resume redoes at most about this much work).
+#: (each costs the run 4-10 ms; a resume redoes at most about this much work).
 CHECKPOINT_SECONDS = 1.0
 #: Group holding the scheduler state of the last flush in two byte-array slots;
 #: the commit names the valid one, so a checkpoint is replaced atomically.
@@ -265,7 +264,7 @@ class ZarrRecorder(NullRecorder):
             self.start(config, events, stream)
             return None
         raw = self._guard(lambda: root[CHECKPOINT][where["slot"]][:where["nbytes"]])
-        ckpt = torch.load(io.BytesIO(raw.tobytes()), weights_only=False)
+        ckpt = unpack(raw.tobytes())
         self._ckpt, self._checkpointed = where, time.monotonic()
         self.config, self.events = config, events
         self.monitor, self.meta = ckpt["monitor"], ckpt["meta"]
@@ -306,9 +305,7 @@ class ZarrRecorder(NullRecorder):
                                   ticks={k: b.checkpoint() for k, b in self.buffers.items()}))
         if self._extra is not None:
             ckpt.update(self._extra())
-        out = io.BytesIO()
-        torch.save(ckpt, out)
-        data = np.frombuffer(out.getvalue(), dtype=np.uint8)
+        data = np.frombuffer(pack(ckpt), dtype=np.uint8)
         slot = "b" if self._ckpt and self._ckpt["slot"] == "a" else "a"
         self._send(("put", f"{CHECKPOINT}/{slot}", data))
         self._ckpt = {"slot": slot, "nbytes": len(data)}     # takes effect with the commit
