@@ -4,7 +4,7 @@
 
 audio_stream on its defaults (B = 1), torch on one thread:
   overhead   run time with ZarrRecorder (default monitor) vs NullRecorder, measured
-             alternately, whole simulate() calls (store creation and last flush included;
+             alternately (5-15 rounds), whole simulate() calls (store creation and last flush included;
              each run writes a new store, the previous one is removed outside the timing)
   codec      store size and write time per codec level on the same run
   read       open_run + a full load, and xarray.open_zarr + a full load
@@ -27,13 +27,10 @@ import torch
 import xarray as xr
 
 from rtnclock import NullRecorder, ZarrRecorder, open_run, simulate, store
+from rtnclock.runs import disk_usage
 from rtnclock.scenarios import audio_stream
 from rtnclock.zarrwriter import StoreWriter
 from tables import table
-
-
-def size_of(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def timed_run(cfg, stream, recorder, cpu=None):
@@ -74,7 +71,10 @@ def overhead(tmp: Path, durations, quick: bool) -> Path:
         times = {"null": [], "zarr": []}
         cpu = {"null": [], "zarr": []}
         inside, writing = [], []
-        reps = 3 if quick else max(3, min(9, round(400 / duration)))
+        # Paired rounds, as many as ~10 minutes of simulated time allow (5-15): on
+        # this machine identical runs differ by 5-25%, so fewer rounds leave the
+        # median at the mercy of one slow minute.
+        reps = 3 if quick else max(5, min(15, round(600 / duration)))
         for i in range(reps):                   # alternating order: drifts hit both alike
             for kind in (("null", "zarr") if i % 2 == 0 else ("zarr", "null")):
                 if kind == "null":
@@ -87,17 +87,20 @@ def overhead(tmp: Path, durations, quick: bool) -> Path:
         a, b = min(times["null"]), min(times["zarr"])
         # Each round runs both once; the ratio within a round cancels the
         # machine's drift, and the median over rounds ignores the odd outlier.
-        paired = float(np.median(np.array(times["zarr"]) / np.array(times["null"]))) - 1
+        ratios = np.array(times["zarr"]) / np.array(times["null"]) - 1
+        paired = float(np.median(ratios))
+        q1, q3 = np.quantile(ratios, [0.25, 0.75])
         paired_cpu = float(np.median(np.array(cpu["zarr"]) / np.array(cpu["null"]))) - 1
-        size = size_of(rec.path)
+        size = disk_usage(rec.path)
         payload = rec.bytes_written / 2**20
-        rows.append([duration, reps, a, b, paired, b / a - 1, paired_cpu, float(np.median(inside)) / a,
-                     float(np.median(writing)), payload / float(np.median(writing)), size / 2**20,
-                     size / 2**10 / duration])
-    table(["sim s", "rounds", "null s", "zarr s", "overhead (goal <= 0.10)", "fastest vs fastest",
+        rows.append([duration, reps, a, b, paired, f"{q1:.3f} to {q3:.3f}", b / a - 1, paired_cpu,
+                     float(np.median(inside)) / a, float(np.median(writing)), payload / float(np.median(writing)),
+                     size / 2**20, size / 2**10 / duration])
+    table(["sim s", "rounds", "null s", "zarr s", "overhead (goal <= 0.10)", "middle half", "fastest vs fastest",
            "run thread CPU", "in recorder / null", "writer thread s", "writer MiB/s", "on disk MiB", "KiB per sim s"], rows)
     print("null s, zarr s: fastest of the rounds. overhead: median over rounds of zarr / null - 1 (each round "
-          "runs both once, in alternating order); 'fastest vs fastest' is the ratio of the fastest runs; "
+          "runs both once, in alternating order); 'middle half' is the 25th to 75th percentile of the rounds' "
+          "ratios; 'fastest vs fastest' is the ratio of the fastest runs; "
           "'run thread CPU' is the median ratio of the CPU time of the thread that runs simulate(), less 1. "
           "'in recorder' is the run's wall time inside the recorder's calls (copying ticks into rows, "
           "checkpoints, queueing, and computing the last columns and waiting for the last writes at the "
@@ -117,7 +120,7 @@ def codec(tmp: Path, duration: float) -> None:
             store.CODEC_LEVEL = level
             rec = fresh(tmp / "codec.zarr")
             total = timed_run(cfg, stream, rec)
-            size = size_of(rec.path)
+            size = disk_usage(rec.path)
             rows.append(["raw" if level is None else f"zstd-{level}", size / 2**20,
                          rec.bytes_written / size, rec.write_seconds, total])
     finally:

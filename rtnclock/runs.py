@@ -205,6 +205,17 @@ def _open_group(root, path: Path, name: str, dim: str, rows: int):
         return xr.Dataset(data_vars, coords=coords, attrs=dict(group.attrs))
 
 
+def disk_usage(path) -> int:
+    """Bytes the files under ``path`` take on disk (allocated blocks, as ``du``: raw
+    chunk files are made at full length but sparse, so their length overstates them)."""
+    total = 0
+    for f in Path(path).rglob("*"):
+        if f.is_file():
+            st = f.stat()
+            total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+    return total
+
+
 def info(path) -> str:
     """A text summary of a stored run (what ``rtnclock info RUN`` prints)."""
     run = open_run(path)
@@ -240,6 +251,6 @@ def info(path) -> str:
     if run.annotations is not None and run.annotations.sizes.get("annotation"):
         notes = Counter(run.annotations["kind"].values.tolist())
         lines.append("annotations: " + ", ".join(f"{k} {v}" for k, v in sorted(notes.items())))
-    size = sum(f.stat().st_size for f in run.path.rglob("*") if f.is_file())
+    size = disk_usage(run.path)
     lines.append(f"size on disk {size / 2**20:.2f} MiB")
     return "\n".join(lines)

@@ -41,12 +41,16 @@ Checkpoints (the scheduler state as data, for ``resume``) go with a flush's
 commit, at most one per :data:`CHECKPOINT_SECONDS` of wall time: a resume
 cuts the arrays back to the last checkpoint and redoes what followed it.
 
-Codec: zstd at level 1, chosen by measurement (``benchmarks/store.py``).  The
-float mantissas of a state compress little, but a run's arrays are mostly
-structure: dormant blocks repeat their state, closed gates and masks are
-constant, and the last chunk of each array is padding.  On a 60 s
-audio_stream run zstd-1 stored the run 4x smaller than raw chunks (3.4 vs
-13.8 MiB) at about the same writer time; higher levels bought nothing.
+Codec: zstd at level 1 for the levels' arrays, chosen by measurement
+(``benchmarks/store.py``).  The float mantissas of a state compress little,
+but a run's arrays are mostly structure: dormant blocks repeat their state,
+closed gates and masks are constant, and the last chunk of each array is
+padding.  On a 60 s audio_stream run zstd-1 stored the run 4x smaller than
+raw chunks (3.4 vs 13.8 MiB) at about the same writer time; higher levels
+bought nothing.  The events, the sensory frames and the checkpoint slots are
+raw: their chunks fill over many flushes, and a raw chunk takes each flush's
+rows in place (``zarrwriter``), where a compressed one is encoded again and
+replaced through a new file at every flush.
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ class ZarrRecorder(NullRecorder):
             self._create_level(self.buffers[k])
         self._send(("group", "events", {"kinds": list(KINDS)}))
         for name, dt in _EVENT_FIELDS.items():
-            self._send(("array", f"events/{name}", _spec((0,), dt, ["event"], chunks=(_EVENT_CHUNK,),
+            self._send(("array", f"events/{name}", _spec((0,), dt, ["event"], chunks=(_EVENT_CHUNK,), zstd=None,
                                                          attrs={"units": "s"} if name == "time" else None), None))
         self._send(("group", CHECKPOINT, {}))
         for slot in ("a", "b"):
@@ -403,8 +407,8 @@ class ZarrRecorder(NullRecorder):
         chunk = int(max(1, CHUNK_BYTES // (np.dtype(dtype).itemsize * math.prod(shape))))
         self._send(("group", "sensory", {"dt": stream.dt, "source": stream.name}))
         self._send(("array", "sensory/features", _spec((0, *shape), dtype, ["frame", "batch", "leaf", "channel"],
-                                                       chunks=(chunk, *shape)), None))
-        self._send(("array", "sensory/time", _spec((0,), np.float64, ["frame"], chunks=(chunk,),
+                                                       chunks=(chunk, *shape), zstd=None), None))
+        self._send(("array", "sensory/time", _spec((0,), np.float64, ["frame"], chunks=(chunk,), zstd=None,
                                                    attrs={"units": "s"}), None))
         notes = stream.annotations
         kinds = sorted(set(notes["kind"]))

@@ -34,7 +34,10 @@ new chunks.  A new chunk holds only rows past the array's recorded shape,
 which no reader looks at until the shape says so, so it is written straight
 to its name.  A chunk that already holds rows (the partly filled last chunk
 of an append) is written under a temporary name and renamed over the old one,
-so a kill leaves it old or new, never torn.  Metadata documents are padded
+so a kill leaves it old or new, never torn.  Raw (uncompressed) arrays need
+neither: an append writes its rows' byte ranges in place in a full-length
+chunk file, leaving the committed rows before them untouched
+(``_write_in_place``).  Metadata documents are padded
 with spaces to one page (JSON allows trailing whitespace) and rewritten in
 place by one ``pwrite`` at offset 0: a write within one page is never cut by
 a signal, so a killed run leaves each document old or new, and an update
@@ -103,21 +106,24 @@ _HELD: dict[Path, int] = {}
 _HELD_LOCK = threading.Lock()
 
 
-def write_file(path: Path, data: bytes, how: str) -> None:
+def write_file(path: Path, data: bytes, how: str, offset: int = 0, size: int | None = None) -> None:
     """Write ``data`` to ``path``.
 
     ``how``: "new" creates (or truncates) the file and writes it; "fill"
     writes into an existing empty file; "replace" writes a temporary file and
-    renames it over ``path``; "inplace" writes ``data`` at offset 0 of the
+    renames it over ``path``; "inplace" writes ``data`` at ``offset`` of the
     existing file in one call (through a descriptor held open until
-    :func:`release`).
+    :func:`release`), or of a file made ``size`` bytes long first (sparse:
+    no data blocks until written) when ``size`` is given.
     """
     if how == "inplace":
         with _HELD_LOCK:
             fd = _HELD.get(path)
             if fd is None:
-                fd = _HELD[path] = os.open(path, os.O_WRONLY)
-        if os.pwrite(fd, data, 0) != len(data):
+                fd = _HELD[path] = os.open(path, os.O_WRONLY | (0 if size is None else os.O_CREAT), 0o666)
+        if size is not None:
+            os.ftruncate(fd, size)
+        if os.pwrite(fd, data, offset) != len(data):
             raise OSError(f"short write to {path}")
         return
     _drop(path)                        # the name is about to be a new file
@@ -363,6 +369,9 @@ class StoreWriter:
 
     def _write_rows(self, arr: _Array, start: int, data: np.ndarray) -> None:
         """Write rows ``start ..`` of ``arr``: whole chunks, a partial first one merged with what it held."""
+        if arr.codec is None:
+            self._write_in_place(arr, start, data)
+            return
         n = arr.chunks[0]
         stop = start + len(data)
         for i in range(start // n, math.ceil(stop / n)):
@@ -384,6 +393,35 @@ class StoreWriter:
                 arr.spare = None
         if stop % n == 0:                  # the next append starts a new chunk
             self._make_spare(arr, stop // n)
+
+    def _write_in_place(self, arr: _Array, start: int, data: np.ndarray) -> None:
+        """Write rows ``start ..`` of a raw array where they lie in their chunk files.
+
+        A raw chunk's rows are fixed byte ranges, so an append writes its own
+        rows and nothing else: the rows before them, committed, are never
+        touched, and a kill can tear only rows past the array's recorded
+        shape.  So no temporary file, no rename, and no chunk encoded again
+        at every flush while it fills (the events and sensory frames, whose
+        chunks span many flushes).  A chunk file is made at its full length
+        without data (sparse); rows past the shape read as zero bytes, which
+        no reader looks at.
+        """
+        if not len(data):
+            return
+        n = arr.chunks[0]
+        row = arr.dtype.itemsize * math.prod(arr.chunks[1:])
+        raw = np.ascontiguousarray(data, dtype=arr.dtype).reshape(len(data), -1).view(np.uint8)
+        stop = start + len(data)
+        for i in range(start // n, math.ceil(stop / n)):
+            lo = i * n
+            a, b = max(lo, start), min(lo + n, stop)
+            path = arr.key(i)
+            write_file(path, raw[a - start:b - start].reshape(-1), "inplace", offset=(a - lo) * row,
+                       size=n * row if a == lo else None)
+            if arr.spare == i:
+                arr.spare = None
+            if b == lo + n:                      # full: it is not written again
+                _drop(path)
 
     def _make_spare(self, arr: _Array, i: int) -> None:
         """Make chunk ``i``'s file ahead, empty, while nobody waits: filling an

@@ -30,11 +30,11 @@ if kill_at_write:
     # Die inside a flush: at the n-th file the store writer writes (counting from the run's start).
     from rtnclock import zarrwriter
     real, count = zarrwriter.write_file, [0]
-    def write_file(path, data, how):
+    def write_file(path, data, how, **kw):
         count[0] += 1
         if count[0] == kill_at_write:
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(path, data, how)
+        return real(path, data, how, **kw)
     zarrwriter.write_file = write_file
 
 cfg = audio_stream.default_config()

@@ -184,3 +184,39 @@ def test_documents_updated_in_place_hold_a_descriptor_until_the_writer_finishes(
     arr = zarr.open_array(str(tmp_path / "s.zarr" / "a"), mode="r")
     np.testing.assert_array_equal(arr[:, 0], [0, 1, 2])
     assert arr.attrs["note"] == "x" * 5000
+
+
+def test_raw_arrays_append_in_place_without_touching_committed_rows(tmp_path):
+    """A raw array's append writes only its own rows' bytes into the chunk file
+    (same file, same inode: no rename); the rows before it stay byte for byte,
+    so a kill mid-append cannot tear rows already committed."""
+    spec = dict(shape=(0, 3), chunks=(8, 3), dtype=np.float64, dims=["event", "x"], zstd=None, attrs=None)
+    data = np.random.default_rng(4).standard_normal((29, 3))
+    w = _writer(tmp_path / "s.zarr")
+    w.send(("array", "ev", spec, None))
+    folder = tmp_path / "s.zarr" / "ev"
+    cuts = [0, 3, 5, 11, 16, 17, 29]
+    for a, b in zip(cuts, cuts[1:]):
+        first = a // 8
+        w.wait()
+        chunk = folder / f"c.{first}.0"
+        before = chunk.read_bytes() if chunk.exists() else b""
+        inode = chunk.stat().st_ino if chunk.exists() else None
+        w.send(("append", [("ev", a, data[a:b])]))
+        w.wait()
+        kept = (a - first * 8) * 3 * 8
+        after = chunk.read_bytes()
+        assert len(after) == 8 * 3 * 8                      # every chunk file at full length
+        assert after[:kept] == before[:kept]
+        if inode is not None and before:
+            assert chunk.stat().st_ino == inode
+    w.finish()
+    assert not list(folder.glob("*.partial"))
+    np.testing.assert_array_equal(zarr.open_array(str(folder), mode="r")[:], data)
+    w = _writer(tmp_path / "s.zarr", mode="r+")             # cut back, then continue in place
+    w.send(("resize", "ev", (13, 3)))
+    w.send(("append", [("ev", 13, data[13:20] + 100)]))
+    w.finish()
+    back = zarr.open_array(str(folder), mode="r")[:]
+    np.testing.assert_array_equal(back, np.r_[data[:13], data[13:20] + 100])
+    assert sorted(p.name for p in folder.glob("c.*")) == ["c.0.0", "c.1.0", "c.2.0"]
