@@ -45,9 +45,9 @@ Codec: zstd at level 1 for the levels' arrays, chosen by measurement
 (``benchmarks/store.py``).  The float mantissas of a state compress little,
 but a run's arrays are mostly structure: dormant blocks repeat their state,
 closed gates and masks are constant, and the last chunk of each array is
-padding.  On a 60 s audio_stream run zstd-1 stored the run 4x smaller than
-raw chunks (3.4 vs 13.8 MiB) at about the same writer time; higher levels
-bought nothing.  The events, the sensory frames and the checkpoint slots are
+padding.  On a 60 s audio_stream run zstd-1 on the levels stored the run
+2.5x smaller than raw level chunks (4.4 vs 10.9 MiB on disk) for ~10% more
+writer time; higher levels bought nothing.  The events, the sensory frames and the checkpoint slots are
 raw: their chunks fill over many flushes, and a raw chunk takes each flush's
 rows in place (``zarrwriter``), where a compressed one is encoded again and
 replaced through a new file at every flush.
