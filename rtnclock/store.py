@@ -89,7 +89,7 @@ CHECKPOINT_SECONDS = 1.0
 CHECKPOINT = "checkpoint"
 
 
-#: zstd level of every array (see the module docstring); None stores raw chunks.
+#: zstd level of the levels' arrays (see the module docstring); None stores them raw.
 CODEC_LEVEL: int | None = 1
 
 

@@ -196,10 +196,11 @@ class _Array:
     def key(self, i: int) -> Path:
         return self.path / SEPARATOR.join(["c", str(i), *("0",) * (len(self.chunks) - 1)])
 
-    def encode(self, block: np.ndarray):
-        """The chunk's bytes as stored (a buffer: raw chunks are not copied once more)."""
-        raw = np.ascontiguousarray(block, dtype=self.dtype).reshape(-1)
-        return memoryview(raw.view(np.uint8)) if self.codec is None else self.codec.encode(raw)
+    # encode and decode serve compressed arrays only: raw ones are written in
+    # place, row by row (StoreWriter._write_in_place), and never merged.
+    def encode(self, block: np.ndarray) -> bytes:
+        """The chunk's bytes as stored."""
+        return self.codec.encode(np.ascontiguousarray(block, dtype=self.dtype).reshape(-1))
 
     def decode(self, i: int) -> np.ndarray:
         """Chunk ``i`` as stored (all fill where it was never written)."""
@@ -209,9 +210,7 @@ class _Array:
             raw = b""
         if not raw:                                     # never written, or a spare
             return np.full(self.chunks, self.fill, self.dtype)
-        if self.codec is not None:
-            raw = self.codec.decode(raw)
-        return np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks).copy()
+        return np.frombuffer(self.codec.decode(raw), dtype=self.dtype).reshape(self.chunks).copy()
 
 
 class StoreWriter:
