@@ -86,9 +86,19 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
     def _error_ratio(self, error, y0, y1) -> float:
         if self.norm is not _rms_norm:
             return float(_compute_error_ratio(error, self.rtol, self.atol, y0, y1, self.norm))
-        with torch.no_grad():                  # step control is not differentiated
-            tol = torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
-            return float(torch.linalg.vector_norm(error / tol)) / math.sqrt(error.numel())
+        n = math.sqrt(error.numel())
+        if torch.is_grad_enabled():
+            with torch.no_grad():              # step control is not differentiated
+                tol = torch.maximum(y0.abs(), y1.abs()).mul_(self._tol[0]).add_(self._tol[1])
+                return float(torch.linalg.vector_norm(error / tol)) / n
+        # |y1| of an accepted step is the next step's |y0|.
+        held, y0_abs = self._abs
+        y1_abs = y1.abs()
+        self._abs = (y1, y1_abs)
+        if held is not y0:
+            y0_abs = y0.abs()
+        tol = torch.maximum(y0_abs, y1_abs).mul_(self._tol[0]).add_(self._tol[1])
+        return float(torch.linalg.vector_norm(error.div_(tol))) / n
 
     def _before_integrate(self, t):
         # torchdiffeq's first evaluation and first step; its step_t/jump_t
@@ -96,22 +106,66 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         # neither is accepted here.
         f0 = self.func(t[0], self.y0)
         first = self.first_step
-        if first is None:
-            first = _select_initial_step(self.func, t[0], self.y0, self.order - 1, self.rtol, self.atol,
-                                         self.norm, f0=f0)
+        t0 = float(t[0].detach())
+        if first is not None:
+            first = float(first.detach())
+        elif self._into and self.norm is _rms_norm:
+            first = self._first_step(t0, f0)
+        else:
+            first = float(_select_initial_step(self.func, t[0], self.y0, self.order - 1, self.rtol, self.atol,
+                                               self.norm, f0=f0).detach())
         # Times and step sizes as Python floats from here on: float64, as
         # torchdiffeq keeps them, without a tensor operation (~3 us) for each
         # of the ~25 scalar steps of step control.
-        t0 = float(t[0].detach())
-        self.rk_state = _RungeKuttaState(self.y0, f0, t0, t0, float(first.detach()), None)
+        self.rk_state = _RungeKuttaState(self.y0, f0, t0, t0, first, None)
         self._step_limits = (float(self.min_step), float(self.max_step))
         self._control = (float(self.safety), float(self.ifactor), float(self.dfactor), 1.0 / self.order)
+        self._max_steps = int(self.max_num_steps)       # a tensor there: a comparison a step
+        self._tol = (float(self.rtol), float(self.atol))
+        self._abs = (None, None)                        # (y, |y|) of the last step tried
+
+    def _first_step(self, t0: float, f0) -> float:
+        """torchdiffeq's ``_select_initial_step`` (Hairer, Norsett & Wanner II.4) in Python floats.
+
+        Its norms are tensors compared and combined one operation at a time
+        (about 30 per solve); here each norm is one reduction read as a float,
+        and the trial evaluation goes to the field directly.  The step equals
+        torchdiffeq's to rounding (for float32 states torchdiffeq rounds its
+        scalars to float32; here they stay float64).
+        """
+        y0 = self.y0.reshape(-1)
+        f0 = f0.reshape(-1)
+        root_n = math.sqrt(y0.numel())
+        with torch.no_grad():
+            scale = y0.abs().mul_(float(self.rtol)).add_(float(self.atol))
+            d0 = float(torch.linalg.vector_norm(y0 / scale)) / root_n
+            d1 = float(torch.linalg.vector_norm(f0 / scale)) / root_n
+            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            f1 = self._rhs(t0 + h0, torch.add(y0, f0, alpha=h0)).reshape(-1)
+            d2 = float(torch.linalg.vector_norm((f1 - f0).div_(scale))) / root_n / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / self.order)
+        return min(100 * h0, h1)
+
+    def integrate(self, t):
+        """The solution at every time of ``t`` (``[len(t), *y0.shape]``).
+
+        torchdiffeq's loop indexes ``t`` and copies each output into a
+        preallocated tensor (two tensor operations an output); here the times
+        are Python floats, unless an output time wants a gradient.
+        """
+        t = t.to(self.dtype)
+        self._before_integrate(t)
+        times = t.unbind() if t.requires_grad else t.tolist()
+        return torch.stack([self.y0, *(self._advance(x) for x in times[1:])])
 
     def _advance(self, next_t):
         steps = 0
-        t_next = float(next_t.detach())
+        t_next = next_t if isinstance(next_t, float) else float(next_t.detach())
         while t_next > self.rk_state.t1:
-            assert steps < self.max_num_steps, f"max_num_steps exceeded ({steps}>={self.max_num_steps})"
+            assert steps < self._max_steps, f"max_num_steps exceeded ({steps}>={self._max_steps})"
             self.rk_state = self._adaptive_step(self.rk_state)
             steps += 1
         state = self.rk_state
@@ -119,7 +173,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
             return state.y1
         y0, _, stages, dt = state.interp_coeff
         # A gradient in the output time keeps x a tensor.
-        x = (next_t if next_t.requires_grad else t_next) - state.t0
+        x = (t_next if isinstance(next_t, float) or not next_t.requires_grad else next_t) - state.t0
         x = x / (state.t1 - state.t0)
         return torch.addmv(y0, stages.t(), self._dense_weights(x), alpha=dt).view_as(state.y1)
 
@@ -152,7 +206,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         Each stage state is one ``addmv`` with ``dt`` as its scale, so a stage
         costs its evaluation and two or three tensor operations.
         """
-        flat = y0.reshape(-1)
+        flat = _flat(y0)
         shaped = (lambda v: v.view_as(y0)) if y0.dim() != 1 else (lambda v: v)
         # A field that writes into its output row saves a copy per stage
         # (autograd cannot record an ``out=`` write, so only without it).
@@ -160,7 +214,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         times = self._stage_times(y0, t0, dt, t1, floats=into)
         if into:
             stages, blocks, rows, lead = self._buffer(flat)
-            rows[0].copy_(f0.reshape(-1))
+            rows[0].copy_(_flat(f0))
             n_lead = flat.numel() - self._quad
             head = flat[:n_lead] if lead is not None else None
             last = len(self._beta) - 1 if self._fsal else None      # the stage that is the solution
@@ -169,7 +223,10 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
                     yi = torch.addmv(head, lead[i], beta, alpha=dt)
                 else:
                     yi = torch.addmv(flat, blocks[i], beta, alpha=dt)
-                self._rhs(t, shaped(yi) if lead is None else yi[:n_lead], rows[i + 1])
+                if lead is None:
+                    self._rhs(t, shaped(yi), rows[i + 1])
+                else:                          # the solution (last) is full length: its states only
+                    self._rhs(t, yi[:n_lead] if i == last else yi, rows[i + 1])
         else:                     # under autograd each assignment gives a new matrix
             stages = torch.empty(len(self._alpha) + 1, flat.numel(), dtype=y0.dtype, device=y0.device)
             stages = self._assign(stages, f0, 0)
@@ -236,7 +293,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
             self.func.callback_reject_step(t0, y0, dt)
             return _RungeKuttaState(y0, f0, t0, t0, dt_next, rk_state.interp_coeff)
         self.func.callback_accept_step(t0, y0, dt)
-        return _RungeKuttaState(y1, f1, t0, t1, dt_next, (y0.reshape(-1), y1.reshape(-1), stages, dt))
+        return _RungeKuttaState(y1, f1, t0, t1, dt_next, (_flat(y0), _flat(y1), stages, dt))
 
     def _next_step(self, dt: float, error_ratio: float) -> float:
         """torchdiffeq's ``_optimal_step_size``, in floats (a NaN ratio gives a NaN step, as there)."""
@@ -248,6 +305,11 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         if error_ratio < 1:
             dfactor = 1.0
         return dt * min(ifactor, max(safety / error_ratio ** exponent, dfactor))
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a vector; rtnclock's joint states already are one (a reshape is ~1 us a call)."""
+    return x if x.dim() == 1 else x.reshape(-1)
 
 
 class GridRK4(RK4):

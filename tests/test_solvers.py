@@ -157,3 +157,35 @@ def test_grid_rk4_equals_torchdiffeq_rk4_values_and_gradients(options):
     assert torch.allclose(a, b, rtol=0, atol=1e-13)
     for x, y in zip(grads_a, grads_b):
         assert torch.allclose(x, y, rtol=1e-11, atol=1e-12)
+
+
+class SlowField(QuadratureField):
+    """A QuadratureField slowed down 10^4 times (its first step is the curvature bound's)."""
+
+    def forward(self, t, y, row=None):
+        out = super().forward(t, y) * 1e-4
+        return out if row is None else row.copy_(out)
+
+
+@pytest.mark.parametrize("slow", [False, True])
+@pytest.mark.parametrize("dtype, rel", [(torch.float64, 1e-13), (torch.float32, 1e-6)])
+def test_first_step_equals_torchdiffeq_choice(dtype, rel, slow):
+    """The float first-step choice is torchdiffeq's ``_select_initial_step`` to rounding
+    (float32 rounds torchdiffeq's scalars to float32, hence its looser bound), on both
+    of its branches: 100x the trial step (fast field) and the curvature bound (slow)."""
+    from torchdiffeq._impl.misc import _PerturbFunc, _rms_norm, _select_initial_step
+    from rtnclock.solvers import SOLVERS
+
+    field = (SlowField() if slow else QuadratureField()).to(dtype)
+    y0 = torch.cat([torch.linspace(-1, 1, 40, dtype=dtype), torch.zeros(40, dtype=dtype)])
+    t0 = torch.tensor(0.3, dtype=torch.float64)
+    with torch.no_grad():
+        solver = SOLVERS[torchdiffeq_method("dopri5")](func=_PerturbFunc(field), y0=y0, rtol=1e-6, atol=1e-9,
+                                                       norm=_rms_norm)
+        f0 = field(0.3, y0)
+        ours = solver._first_step(0.3, f0)
+        theirs = float(_select_initial_step(lambda t, y: field(float(t), y), t0, y0, solver.order - 1,
+                                            solver.rtol, solver.atol, _rms_norm, f0=f0))
+        trial = 0.01 * float(_rms_norm(y0 / (1e-9 + y0.abs() * 1e-6)) / _rms_norm(f0 / (1e-9 + y0.abs() * 1e-6)))
+    assert abs(ours - theirs) <= rel * theirs
+    assert (theirs < 100 * trial * (1 - 1e-3)) == slow            # which branch chose it
