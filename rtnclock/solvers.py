@@ -64,6 +64,9 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         self._quad = int(getattr(self._rhs, "quadrature", 0)) if self._into else 0
         self._c_sol, self._mid = tab.c_sol.tolist(), self.mid.tolist()
         self._bufs: list[tuple] = []                # see _buffer
+        # Scalar tolerances as floats (a 0-d tensor operand is converted at every
+        # use); per-element ones (torchdiffeq's tuple states) stay tensors.
+        self._tol = tuple(float(v) if v.numel() == 1 else v for v in (self.rtol, self.atol))
 
     def _eval(self, t, y):
         """``f(t, y)`` at a stage time from :meth:`_stage_times` (already perturbed)."""
@@ -121,7 +124,6 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         self._step_limits = (float(self.min_step), float(self.max_step))
         self._control = (float(self.safety), float(self.ifactor), float(self.dfactor), 1.0 / self.order)
         self._max_steps = int(self.max_num_steps)       # a tensor there: a comparison a step
-        self._tol = (float(self.rtol), float(self.atol))
         self._abs = (None, None)                        # (y, |y|) of the last step tried
 
     def _first_step(self, t0: float, f0) -> float:
@@ -137,7 +139,7 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         f0 = f0.reshape(-1)
         root_n = math.sqrt(y0.numel())
         with torch.no_grad():
-            scale = y0.abs().mul_(float(self.rtol)).add_(float(self.atol))
+            scale = y0.abs().mul_(self._tol[0]).add_(self._tol[1])
             d0 = float(torch.linalg.vector_norm(y0 / scale)) / root_n
             d1 = float(torch.linalg.vector_norm(f0 / scale)) / root_n
             h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1

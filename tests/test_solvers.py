@@ -189,3 +189,24 @@ def test_first_step_equals_torchdiffeq_choice(dtype, rel, slow):
         trial = 0.01 * float(_rms_norm(y0 / (1e-9 + y0.abs() * 1e-6)) / _rms_norm(f0 / (1e-9 + y0.abs() * 1e-6)))
     assert abs(ours - theirs) <= rel * theirs
     assert (theirs < 100 * trial * (1 - 1e-3)) == slow            # which branch chose it
+
+
+def test_per_element_tolerances_run_as_torchdiffeq():
+    """Tuple states with a tolerance per part (per-element tolerance tensors inside torchdiffeq)."""
+    calls = {True: 0, False: 0}
+
+    def field(stock):
+        def f(t, y):
+            calls[stock] += 1
+            return -y[0] * torch.cos(3 * t), -2 * y[1] + y[0][:2]
+        return f
+
+    y0 = (torch.linspace(0.5, 1, 3, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    tol = dict(rtol=(1e-6, 1e-8), atol=(1e-9, 1e-10))
+    with torch.no_grad():
+        ours = torchdiffeq.odeint(field(False), y0, t, method=torchdiffeq_method("dopri5"), **tol)
+        theirs = torchdiffeq.odeint(field(True), y0, t, method="dopri5", **tol)
+    assert calls[False] == calls[True]
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
