@@ -135,15 +135,14 @@ class StageMajorRK(RKAdaptiveStepsizeODESolver):
         torchdiffeq's to rounding (for float32 states torchdiffeq rounds its
         scalars to float32; here they stay float64).
         """
-        y0 = self.y0.reshape(-1)
-        f0 = f0.reshape(-1)
+        y0, f0 = _flat(self.y0), _flat(f0)
         root_n = math.sqrt(y0.numel())
         with torch.no_grad():
             scale = y0.abs().mul_(self._tol[0]).add_(self._tol[1])
             d0 = float(torch.linalg.vector_norm(y0 / scale)) / root_n
             d1 = float(torch.linalg.vector_norm(f0 / scale)) / root_n
             h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-            f1 = self._rhs(t0 + h0, torch.add(y0, f0, alpha=h0)).reshape(-1)
+            f1 = _flat(self._rhs(t0 + h0, torch.add(y0, f0, alpha=h0)))
             d2 = float(torch.linalg.vector_norm((f1 - f0).div_(scale))) / root_n / h0
         if d1 <= 1e-15 and d2 <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
