@@ -3,19 +3,20 @@
 # triton, simpy and zarr import: the equivalence tests (gpu marker, and the
 # interpreter ones), `rtnclock run audio_stream --device cuda` with 1,024 streams
 # (and the host time of its input, benchmarks/audio_render.py),
-# and benchmarks/gpu_kernels.py. Each step has a time limit, so that one that
+# and benchmarks/gpu_kernels.py (float32; "half": its leaf-step table in bfloat16;
+# "sweep": its leaf-step tiles). Each step has a time limit, so that one that
 # hangs leaves the others' figures; each step's whole output is in LOGDIR/STEP.log.
 # The kernel tests run in groups, one process each: a kernel that faults leaves
 # its process's CUDA context unusable, and the other groups still report.
 #
 #     bash benchmarks/gpu_all.sh [LOGDIR] [STEPS]    (PYTHON=... to choose the interpreter;
-#                                                     STEPS: e.g. "tests run bench sweep")
+#                                                     STEPS: e.g. "tests run bench half sweep")
 set -u
 log=${1:-gpu_logs}
 steps=${2:-tests run bench}
 py=${PYTHON:-python3}
 mkdir -p "$log"
-rm -f "$log"/{tests,run,bench,sweep}.log              # steps append; start each run afresh
+rm -f "$log"/{tests,run,bench,half,sweep}.log              # steps append; start each run afresh
 export PYTHONUNBUFFERED=1
 
 step() {
@@ -49,5 +50,6 @@ if want run; then
     step run 40 "$py" benchmarks/audio_render.py --batches 1024 --rounds 1
 fi
 want bench && step bench 270 "$py" benchmarks/gpu_kernels.py
-want sweep && step sweep 150 "$py" benchmarks/gpu_kernels.py --tables sweep --no-compile
+want half && step half 150 "$py" benchmarks/gpu_kernels.py --tables step --dtype bfloat16
+want sweep && step sweep 300 "$py" benchmarks/gpu_kernels.py --tables sweep --no-compile
 exit 0

@@ -54,16 +54,24 @@ OPEN = [0.01, 0.1, 0.5, 1.0]
 QUICK_STEP, QUICK_ATTN = [1_000, 5_000], [256, 1_024]
 AUDIO_BATCH, AUDIO_SECONDS = 1_024, 2.0
 SWEEP_LEAVES, QUICK_SWEEP = 4_000_000, 500
-# (rows per tile, output columns per step, warps, programs per SM, stages), where
-# programs per SM 0 is one tile per program. Chosen from ptxas's sm_90 report
-# (Triton 3.9): the tiles that build without spills, from the defaults (one
-# program per multiprocessor) to small ones of which 2-6 programs fit.
-SWEEP = {32: [(64, 16, 8, 0, 0), (64, 32, 8, 0, 0), (64, 32, 4, 0, 0), (32, 32, 2, 0, 0),
-              (32, 32, 4, 0, 0), (32, 16, 4, 0, 0), (16, 32, 2, 0, 0), (128, 16, 8, 0, 0),
-              (128, 32, 8, 0, 0), (64, 32, 8, 2, 2), (64, 32, 4, 3, 2), (32, 32, 2, 4, 2)],
-         64: [(64, 16, 8, 0, 0), (64, 64, 8, 0, 0), (64, 32, 8, 0, 0), (32, 16, 4, 0, 0),
-              (32, 32, 8, 0, 0), (16, 64, 4, 0, 0), (16, 64, 2, 0, 0), (128, 16, 8, 0, 0),
-              (64, 16, 8, 1, 2), (16, 64, 4, 2, 2)]}
+# (rows per tile, output columns per step, warps, programs per SM, stages, weights
+# kept), where programs per SM 0 is one tile per program, and weights kept means a
+# persistent program loads the weights once rather than once per tile. Chosen from
+# ptxas's sm_90 report (Triton 3.9, tf32): the tiles that build without spills,
+# from the defaults (one program per multiprocessor) to small ones of which 2-6
+# programs fit, and persistent programs that keep the weights with 1-4 per SM.
+SWEEP = {32: [(64, 16, 8, 0, 0, False), (64, 32, 8, 0, 0, False), (64, 32, 4, 0, 0, False),
+              (32, 32, 2, 0, 0, False), (32, 32, 4, 0, 0, False), (32, 16, 4, 0, 0, False),
+              (16, 32, 2, 0, 0, False), (128, 16, 8, 0, 0, False), (128, 32, 8, 0, 0, False),
+              (64, 32, 8, 2, 2, False), (64, 32, 4, 3, 2, False), (32, 32, 2, 4, 2, False),
+              (64, 32, 8, 1, 2, True), (64, 32, 8, 1, 3, True), (64, 32, 4, 2, 2, True),
+              (32, 32, 4, 2, 2, True), (32, 32, 4, 3, 3, True), (32, 32, 2, 4, 2, True),
+              (128, 32, 8, 1, 2, True)],
+         64: [(64, 16, 8, 0, 0, False), (64, 64, 8, 0, 0, False), (64, 32, 8, 0, 0, False),
+              (32, 16, 4, 0, 0, False), (32, 32, 8, 0, 0, False), (16, 64, 4, 0, 0, False),
+              (16, 64, 2, 0, 0, False), (128, 16, 8, 0, 0, False), (64, 16, 8, 1, 2, False),
+              (16, 64, 4, 2, 2, False), (32, 64, 8, 1, 2, True), (32, 64, 4, 2, 2, True),
+              (32, 64, 4, 1, 3, True), (16, 64, 4, 2, 2, True), (16, 64, 2, 4, 2, True)]}
 TABLES = ("step", "attention", "audio", "sweep")
 
 
@@ -167,26 +175,29 @@ def _leaf_step_table(timer, fused, copy_bw, sizes, dtype, device, precisions, co
           rows)
 
 
-def _sweep_table(timer, fused, copy_bw, n, dtype, device, precision) -> None:
-    """Leaf-step tiles at ``n`` leaves: rows per tile, output columns per step, warps,
-    one tile per program or a persistent pipelined grid; the numbers that choose the
-    defaults of ``triton_leaf.leaf_step``."""
+def _sweep_table(timer, fused, copy_bw, n, dtype, device, precisions) -> None:
+    """Leaf-step tiles at ``n`` leaves, per matmul precision: rows per tile, output
+    columns per step, warps, one tile per program or a persistent pipelined grid
+    (keeping the weights or not); the numbers that choose the defaults of
+    ``triton_leaf.leaf_step``."""
     rows = []
     for d in (32, 64):
         args = _step_args(n, d, dtype, device)
         moved = n * ((4 * d + 1) + (d + 2)) * torch.finfo(dtype).bits // 8
         want = reference.leaf_step(*args)
-        for block, cols, warps, per_sm, stages in SWEEP[d]:
-            kw = dict(block_rows=block, cols=cols, num_warps=warps, per_sm=per_sm,
-                      stages=stages, input_precision=precision)
-            t = _time(timer, lambda: fused.leaf_step(*args, **kw), f"leaf step {kw}")
-            got = fused.leaf_step(*args, **kw)
-            err = max(float((a - b).abs().max()) for a, b in zip(got, want))
-            rows.append([d, block, cols, warps, per_sm or "-", stages if per_sm else "-",
-                         t * 1e3, 100 * moved / t / copy_bw, err])
-    rows.sort(key=lambda r: (r[0], r[6] if r[6] == r[6] else float("inf")))
-    table(["d", "rows/tile", "cols", "warps", "programs/SM", "stages", "time (ms)", "(% copy)",
-           "max |fused - eager|"], rows)
+        for p in precisions:
+            for block, cols, warps, per_sm, stages, keep in SWEEP[d]:
+                kw = dict(block_rows=block, cols=cols, num_warps=warps, per_sm=per_sm,
+                          stages=stages, keep_weights=keep, input_precision=p)
+                t = _time(timer, lambda: fused.leaf_step(*args, **kw), f"leaf step {kw}")
+                got = fused.leaf_step(*args, **kw)
+                err = max(float((a - b).abs().max()) for a, b in zip(got, want))
+                rows.append([d, p, block, cols, warps, per_sm or "-", stages if per_sm else "-",
+                             "kept" if keep else "per tile", t * 1e3, 100 * moved / t / copy_bw,
+                             err])
+    rows.sort(key=lambda r: (r[0], r[1], r[8] if r[8] == r[8] else float("inf")))
+    table(["d", "precision", "rows/tile", "cols", "warps", "programs/SM", "stages", "weights",
+           "time (ms)", "(% copy)", "max |fused - eager|"], rows)
 
 
 def _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v, mem_valid, precisions):
@@ -293,7 +304,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--tables", default="step,attention,audio",
                    help=f"comma list of {', '.join(TABLES)} (sweep: the leaf-step tiles at "
                         f"{SWEEP_LEAVES:,} leaves, not run by default)")
-    p.add_argument("--sweep-precision", default="tf32", help="matmul precision of the sweep")
+    p.add_argument("--sweep-precision", default="tf32,tf32x3",
+                   help="float32 matmul precisions of the sweep, a comma list (other dtypes: ieee)")
     return p.parse_args()
 
 
@@ -315,11 +327,14 @@ def main() -> int:
         print("benchmarks/gpu_kernels.py needs triton (pip install triton==3.9.0)")
         return 0
     dtype = getattr(torch, args.dtype)
-    precisions = args.precision.split(",") if dtype == torch.float32 else ["ieee"]
-    bad = set(precisions) - {"ieee", "tf32", "tf32x3"}
-    if bad:
-        print(f"--precision: {sorted(bad)} not among ieee, tf32, tf32x3")
-        return 2
+    precisions, sweep_precisions = (
+        (arg.split(",") if dtype == torch.float32 else ["ieee"])
+        for arg in (args.precision, args.sweep_precision))
+    for flag, given in (("--precision", precisions), ("--sweep-precision", sweep_precisions)):
+        bad = set(given) - {"ieee", "tf32", "tf32x3"}
+        if bad:
+            print(f"{flag}: {sorted(bad)} not among ieee, tf32, tf32x3")
+            return 2
     tables = args.tables.split(",")
     if set(tables) - set(TABLES):
         print(f"--tables: {sorted(set(tables) - set(TABLES))} not among {', '.join(TABLES)}")
@@ -337,10 +352,10 @@ def main() -> int:
     with torch.no_grad():
         if "sweep" in tables:
             n = QUICK_SWEEP if args.quick else SWEEP_LEAVES
-            print(f"Leaf-step tiles, B = 1, n = {n:,}, d_in = d, {args.sweep_precision} "
+            print(f"Leaf-step tiles, B = 1, n = {n:,}, d_in = d, {', '.join(sweep_precisions)} "
                   "(fastest first per d)")
             _sweep_table(Timer(device, budget_s=0.05 if args.quick else 0.1), triton_leaf,
-                         copy_bw, n, dtype, device, args.sweep_precision)
+                         copy_bw, n, dtype, device, sweep_precisions)
         if "step" in tables:
             print("Leaf step, B = 1, d_in = d (time per call; bandwidth of the bytes that must move)")
             _leaf_step_table(timer, triton_leaf, copy_bw,

@@ -8,7 +8,7 @@
 # Then, on the GPU machine, from a copy of the repository holding DIR:
 #     pip install --no-index --no-deps --target /tmp/site DIR/*.whl && export PYTHONPATH=/tmp/site
 #     mkdir -p /tmp/w && cp -r pyproject.toml tests benchmarks /tmp/w && cd /tmp/w
-#     bash benchmarks/gpu_all.sh LOGDIR "tests run bench sweep"
+#     bash benchmarks/gpu_all.sh LOGDIR "tests run bench"; bash benchmarks/gpu_all.sh LOGDIR2 "half sweep"
 # (run from the copy, so that the checkout's rtnclock/ does not shadow the
 # installed package, which is the one that holds rtnclock.kernels).
 set -eu

@@ -67,9 +67,11 @@ def _load_wt(w_ptr, n_out, n_in, i0, j0, ROWS: tl.constexpr, COLS: tl.constexpr)
 def _leaf_step_tile(tile, x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
                     wrec_ptr, win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr,
                     xnew_ptr, e_ptr, g_ptr,
-                    rows, d, d_in, a, beta, bias, rate,
+                    rows, d, d_in, a, beta, bias, rate, W,
                     D: tl.constexpr, DI: tl.constexpr, BLOCK_R: tl.constexpr,
                     JC: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr):
+    # W: None, and the weights are loaded here, JC output features at a time; or
+    # the whole weights that a persistent program keeps (_kept_weights, JC == D).
     r = tile * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = r < rows
     r64 = r.to(tl.int64)                                      # rows * d may pass 2**31
@@ -80,23 +82,41 @@ def _leaf_step_tile(tile, x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
     x = tl.load(x_ptr + r64[:, None] * d + k[None, :], mask=m_d, other=0.0)       # [BLOCK_R, D]
     prior = tl.load(p_ptr + r64[:, None] * d + k[None, :], mask=m_d, other=0.0)
     u = tl.load(u_ptr + r64[:, None] * d_in + ki[None, :], mask=m_di, other=0.0)  # [BLOCK_R, DI]
-    x_hat = tl.dot(prior, _load_wt(s_ptr, d_in, d, 0, 0, D, DI), input_precision=PREC)
+    if W is None:
+        s_t = _load_wt(s_ptr, d_in, d, 0, 0, D, DI)
+    else:
+        s_t = W[5]
+    x_hat = tl.dot(prior, s_t, input_precision=PREC)
     scale = tl.full([], rate, ACC)
     # JC output features at a time: whole [D, D] weight tiles (five of them) do
     # not fit in registers at d = 64. Each x_new chunk is also a K-slice of x_hat.
     for j0 in range(0, D, JC):
         j = j0 + tl.arange(0, JC)
         mj = rmask[:, None] & (j[None, :] < d)
-        z = tl.dot(x, _load_wt(wrec_ptr, d, d, 0, j0, D, JC), input_precision=PREC)
-        z += tl.dot(u, _load_wt(win_ptr, d, d_in, 0, j0, DI, JC), input_precision=PREC)
-        z += tl.dot(prior, _load_wt(wp_ptr, d, d, 0, j0, D, JC), input_precision=PREC)
-        z = z.to(ACC) + tl.load(c_ptr + j, mask=j < d, other=0.0).to(ACC)[None, :]
+        if W is None:
+            wrec_t = _load_wt(wrec_ptr, d, d, 0, j0, D, JC)
+            win_t = _load_wt(win_ptr, d, d_in, 0, j0, DI, JC)
+            wp_t = _load_wt(wp_ptr, d, d, 0, j0, D, JC)
+            c_j = tl.load(c_ptr + j, mask=j < d, other=0.0).to(ACC)
+        else:
+            wrec_t, win_t, wp_t, c_j = W[0], W[1], W[2], W[3]
+        z = tl.dot(x, wrec_t, input_precision=PREC)
+        z += tl.dot(u, win_t, input_precision=PREC)
+        z += tl.dot(prior, wp_t, input_precision=PREC)
+        z = z.to(ACC) + c_j[None, :]
         off = r64[:, None] * d + j[None, :]
-        xj = tl.load(x_ptr + off, mask=mj, other=0.0).to(ACC)   # [BLOCK_R, JC], a cache hit
+        if JC == D:
+            xj = x.to(ACC)
+        else:
+            xj = tl.load(x_ptr + off, mask=mj, other=0.0).to(ACC)   # [BLOCK_R, JC], a cache hit
         x_new = (xj + scale * (_tanh(z) - xj)).to(xnew_ptr.dtype.element_ty)
         tl.store(xnew_ptr + off, x_new, mask=mj)
+        if W is None:                                         # loaded late: fewer live registers
+            r_t = _load_wt(r_ptr, d_in, d, j0, 0, JC, DI)
+        else:
+            r_t = W[4]
         # Like the reference, the prediction reads x_new rounded to the storage dtype.
-        x_hat += tl.dot(x_new, _load_wt(r_ptr, d_in, d, j0, 0, JC, DI), input_precision=PREC)
+        x_hat += tl.dot(x_new, r_t, input_precision=PREC)
     x_bar = tl.load(xbar_ptr + r64[:, None] * d_in + ki[None, :], mask=m_di, other=0.0)
     diff = x_bar.to(ACC) - x_hat.to(ACC)                      # padded columns are 0 - 0
     e = tl.sum(diff * diff, axis=1) / d_in                    # [BLOCK_R]
@@ -107,6 +127,16 @@ def _leaf_step_tile(tile, x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
 
 
 @triton.jit
+def _kept_weights(wrec_ptr, win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr, d, d_in,
+                  D: tl.constexpr, DI: tl.constexpr, ACC: tl.constexpr):
+    """The step's weights, whole, in the order ``_leaf_step_tile`` reads them from ``W``."""
+    j = tl.arange(0, D)
+    return (_load_wt(wrec_ptr, d, d, 0, 0, D, D), _load_wt(win_ptr, d, d_in, 0, 0, DI, D),
+            _load_wt(wp_ptr, d, d, 0, 0, D, D), tl.load(c_ptr + j, mask=j < d, other=0.0).to(ACC),
+            _load_wt(r_ptr, d_in, d, 0, 0, D, DI), _load_wt(s_ptr, d_in, d, 0, 0, D, DI))
+
+
+@triton.jit
 def _leaf_step_kernel(x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
                       wrec_ptr, win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr,
                       xnew_ptr, e_ptr, g_ptr,
@@ -114,19 +144,23 @@ def _leaf_step_kernel(x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr,
                       a: tl.float64, beta: tl.float64, bias: tl.float64, rate: tl.float64,
                       D: tl.constexpr, DI: tl.constexpr, BLOCK_R: tl.constexpr,
                       JC: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
-                      STAGES: tl.constexpr):
+                      STAGES: tl.constexpr, KEEP: tl.constexpr):
     if STAGES == 0:                                           # one tile per program
         _leaf_step_tile(tl.program_id(0), x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr, wrec_ptr,
                         win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr, xnew_ptr, e_ptr, g_ptr,
-                        rows, d, d_in, a, beta, bias, rate, D, DI, BLOCK_R, JC, ACC, PREC)
+                        rows, d, d_in, a, beta, bias, rate, None, D, DI, BLOCK_R, JC, ACC, PREC)
     else:
         # A persistent grid takes the tiles in turn; the loop lets Triton prefetch
-        # the next tiles' rows (STAGES - 1 ahead) while this one computes.
+        # the next tiles' rows (STAGES - 1 ahead) while this one computes. KEEP:
+        # each program loads the weights once, instead of once per tile.
+        W = None
+        if KEEP:
+            W = _kept_weights(wrec_ptr, win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr, d, d_in, D, DI, ACC)
         n_tiles = tl.cdiv(rows, BLOCK_R)
         for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
             _leaf_step_tile(tile, x_ptr, u_ptr, p_ptr, xbar_ptr, dem_ptr, wrec_ptr,
                             win_ptr, wp_ptr, c_ptr, r_ptr, s_ptr, xnew_ptr, e_ptr, g_ptr,
-                            rows, d, d_in, a, beta, bias, rate, D, DI, BLOCK_R, JC, ACC, PREC)
+                            rows, d, d_in, a, beta, bias, rate, W, D, DI, BLOCK_R, JC, ACC, PREC)
 
 
 @triton.jit
@@ -280,7 +314,7 @@ def _records_grad(*tensors: torch.Tensor) -> bool:
 def leaf_step(x, u, prior, W_rec, W_in, W_p, c, R, S, x_bar, demand, a, beta, bias, tau, dt,
               *, block_rows: int | None = None, input_precision: str = "ieee",
               cols: int | None = None, num_warps: int | None = None,
-              per_sm: int = 0, stages: int = 2):
+              per_sm: int = 0, stages: int = 2, keep_weights: bool = False):
     """Fused ``reference.leaf_step`` (same arguments and returns, see there).
 
     Args:
@@ -293,6 +327,9 @@ def leaf_step(x, u, prior, W_rec, W_in, W_p, c, R, S, x_bar, demand, a, beta, bi
         per_sm: 0 runs one program per tile; k > 0 a persistent grid of k
             programs per multiprocessor looping over the tiles, software-pipelined
             over ``stages`` tiles.
+        keep_weights: with ``per_sm > 0``, each program loads the weights once and
+            keeps them for all its tiles (``cols`` must then be the padded ``d``),
+            instead of once per tile.
 
     ``a, beta, bias`` may be 0-d tensors; they are read as Python numbers (a
     device sync), so pass numbers in a hot loop.
@@ -316,6 +353,9 @@ def leaf_step(x, u, prior, W_rec, W_in, W_p, c, R, S, x_bar, demand, a, beta, bi
     jc = min(cols or _COLS, D)
     if D % jc:
         raise ValueError(f"cols={cols} must be a power of two dividing the padded d={D}")
+    if keep_weights and (per_sm <= 0 or jc != D):
+        raise ValueError(f"keep_weights needs per_sm > 0 and cols = the padded d = {D} "
+                         f"(got per_sm={per_sm}, cols={jc})")
     tiles = triton.cdiv(rows, block)
     grid = min(tiles, per_sm * _multiprocessors(x.device)) if per_sm > 0 else tiles
     ins = {k: v.contiguous() for k, v in ins.items()}
@@ -325,7 +365,8 @@ def leaf_step(x, u, prior, W_rec, W_in, W_p, c, R, S, x_bar, demand, a, beta, bi
         x_new, e, g, rows, d, d_in,
         float(a), float(beta), float(bias), float(dt) / float(tau),
         D=D, DI=_pad(d_in), BLOCK_R=block, JC=jc, ACC=_acc(x.dtype), PREC=input_precision,
-        STAGES=stages if per_sm > 0 else 0, num_warps=num_warps or _WARPS, enable_fp_fusion=True)
+        STAGES=stages if per_sm > 0 else 0, KEEP=keep_weights, num_warps=num_warps or _WARPS,
+        enable_fp_fusion=True)
     return x_new, e, g
 
 

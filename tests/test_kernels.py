@@ -202,12 +202,22 @@ def test_leaf_step_interpreted(interp, B, n, d, d_in, block):
     _check_step(interp, args, torch.float64, block_rows=block)
 
 
-@pytest.mark.parametrize("cols, stages", [(16, 1), (32, 3)])
-def test_leaf_step_interpreted_persistent(interp, cols, stages):
-    """A persistent grid (4 programs here) looping over 13 tiles, the last one partial."""
+@pytest.mark.parametrize("cols, stages, keep", [(16, 1, False), (32, 3, False), (32, 2, True)])
+def test_leaf_step_interpreted_persistent(interp, cols, stages, keep):
+    """A persistent grid (4 programs here) looping over 13 tiles, the last one partial;
+    with the weights loaded once per program (keep) or once per tile."""
     _runtime_loops()
     args = _step_inputs(torch.Generator().manual_seed(5), 2, 100, 32, 24)
-    _check_step(interp, args, torch.float64, block_rows=16, cols=cols, per_sm=1, stages=stages)
+    _check_step(interp, args, torch.float64, block_rows=16, cols=cols, per_sm=1, stages=stages,
+                keep_weights=keep)
+
+
+@pytest.mark.parametrize("kw", [dict(keep_weights=True, cols=32),
+                                dict(keep_weights=True, per_sm=1, cols=16)])
+def test_leaf_step_keep_weights_needs_a_persistent_grid_and_whole_columns(interp, kw):
+    args = _step_inputs(torch.Generator().manual_seed(0), 1, 5, 32, 8)
+    with pytest.raises(ValueError, match="keep_weights needs per_sm > 0 and cols"):
+        interp.leaf_step(**args, **kw)
 
 
 def test_leaf_step_rejects_cols_not_dividing_d(interp):
@@ -368,7 +378,7 @@ def test_kernels_build_for_sm90_without_spills(name, dtype, d):
         rows = dict(D=d, BLOCK_R=T._row_block(dtype, d), JC=T._COLS, ACC=acc, PREC="ieee")
         if name == "leaf_step":
             meta, log = _sm90_build(T._leaf_step_kernel, dtype, {"rows", "d", "d_in"},
-                                    dict(rows, DI=d, STAGES=0))
+                                    dict(rows, DI=d, STAGES=0, KEEP=False))
         else:
             meta, log = _sm90_build(T._vector_field_kernel, dtype, {"rows", "d"}, rows)
     assert "0 bytes spill stores, 0 bytes spill loads" in log, log
@@ -408,10 +418,13 @@ def test_leaf_step_gpu(compiled, dtype, B, n, d, d_in):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("B, n, d, d_in", [(1, 100_003, 32, 32), (4, 5_000, 64, 24)])
-def test_leaf_step_gpu_persistent(compiled, dtype, B, n, d, d_in):
-    """Two programs per multiprocessor looping over the tiles, three-stage pipeline."""
+@pytest.mark.parametrize("keep", [False, True])
+def test_leaf_step_gpu_persistent(compiled, dtype, B, n, d, d_in, keep):
+    """Two programs per multiprocessor looping over the tiles, three-stage pipeline;
+    the weights loaded once per tile, or once per program (whole columns)."""
     args = _step_inputs(torch.Generator().manual_seed(n), B, n, d, d_in)
-    _check_step(compiled, args, dtype, "cuda", per_sm=2, stages=3)
+    kw = dict(cols=d, block_rows=32, keep_weights=True) if keep else {}
+    _check_step(compiled, args, dtype, "cuda", per_sm=2, stages=3, **kw)
 
 
 @pytest.mark.gpu
