@@ -13,7 +13,8 @@ Four tables:
    (ignores the gate), compaction + SDPA + scatter (no entropy: SDPA does not
    give the weights), and compaction + fused Triton (output and entropy) + scatter,
    also with an ``M = 8`` ring buffer (gathered per open leaf, as ``LeafCore.attend``
-   does); times as a percentage of dense;
+   does), and without splitting the keys across programs; times as a percentage
+   of dense;
 4. ``audio_stream`` on its default config with a batch of ``B`` streams (1,024;
    ``--quick``: 8) on the device: the real-time factor of ``simulate`` with the
    scenario streaming its features chunk by chunk (as ``rtnclock run
@@ -209,17 +210,20 @@ def _attention_paths(fused, q_all, keys, values, open_, mem_k, mem_v, mem_valid,
         out = _sdpa(q_all[b, i].unsqueeze(0), keys, values)[0]
         return torch.zeros_like(q_all).index_put((b, i), out)
 
-    def fused_path(with_memory: bool, precision: str):
+    def fused_path(with_memory: bool, precision: str, splits=None):
         b, i = open_.nonzero(as_tuple=True)
         M = mem_k.shape[2] if with_memory else 0
         mk, mv, mval = mem_k[b, i, :M], mem_v[b, i, :M], mem_valid[b, i, :M]
         a, h = fused.leaf_attention(q_all[b, i], b, mk, mv, mval, keys, values,
-                                    keys.shape[-1] ** 0.5, input_precision=precision)
+                                    keys.shape[-1] ** 0.5, input_precision=precision,
+                                    splits=splits)
         return (torch.zeros_like(q_all).index_put((b, i), a),
                 torch.zeros(open_.shape, device=a.device, dtype=a.dtype).index_put((b, i), h))
 
-    return [compact_sdpa] + [functools.partial(fused_path, memory, p)
-                             for p in precisions for memory in (False, True)]
+    # Last: the first precision in one pass (no split keys), to show what splitting buys.
+    return ([compact_sdpa] + [functools.partial(fused_path, memory, p)
+                              for p in precisions for memory in (False, True)]
+            + [functools.partial(fused_path, False, precisions[0], 1)])
 
 
 def _sdpa(q, k, v):
@@ -265,6 +269,7 @@ def _attention_table(timer, fused, sizes, dtype, device, precisions, d=32, M=8) 
     table(["n leaves", "open", "N open", "dense SDPA (ms)", "compact+SDPA (ms)", "(% dense)"]
           + [c for p in precisions for c in (f"fused {p} (ms)", "(% dense)", f"{p} M={M} (ms)",
                                              "(% dense)")]
+          + [f"{precisions[0]} one pass (ms)", "(% dense)"]
           + [f"max |fused {p} - SDPA|" for p in precisions], rows)
 
 

@@ -199,9 +199,10 @@ def _fold(m_i, l_i, u_i, m_new, dl, du):
 @triton.jit
 def _attention_kernel(q_ptr, mk_ptr, mv_ptr, mvalid_ptr, k_ptr, v_ptr,
                       tile_b_ptr, tile_q0_ptr, tile_q1_ptr, a_ptr, h_ptr,
-                      n, d, M, inv_t: tl.float64,
+                      pm_ptr, pl_ptr, pu_ptr, pacc_ptr,
+                      n, d, M, keys_per_split, inv_t: tl.float64,
                       D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                      ACC: tl.constexpr, PREC: tl.constexpr):
+                      ACC: tl.constexpr, PREC: tl.constexpr, SPLIT: tl.constexpr):
     t = tl.program_id(0)
     q0 = tl.load(tile_q0_ptr + t)
     q1 = tl.load(tile_q1_ptr + t)
@@ -215,15 +216,19 @@ def _attention_kernel(q_ptr, mk_ptr, mv_ptr, mvalid_ptr, k_ptr, v_ptr,
     qmask = rmask[:, None] & dmask[None, :]
     q = tl.load(q_ptr + rq[:, None] * d + dk[None, :], mask=qmask, other=0.0)    # [BLOCK_Q, D]
     scale = tl.full([], inv_t, ACC)
+    # Split s of the stream's keys (SPLIT: one of several programs on this tile).
+    s_id = tl.program_id(1)
+    k_lo = s_id * keys_per_split
+    k_hi = tl.minimum(k_lo + keys_per_split, n)
 
     m_i = tl.full([BLOCK_Q], _NEG, ACC)
     l_i = tl.zeros([BLOCK_Q], ACC)
     u_i = tl.zeros([BLOCK_Q], ACC)
     acc = tl.zeros([BLOCK_Q, D], ACC)
-    # The stream's n current keys, BLOCK_N at a time: the O(open * n) part.
-    for start in range(0, n, BLOCK_N):
+    # The stream's current keys, BLOCK_N at a time: the O(open * n) part.
+    for start in range(k_lo, k_hi, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        cmask = cols < n
+        cmask = cols < k_hi
         kv_off = (b * n + cols.to(tl.int64)) * d
         kvmask = cmask[:, None] & dmask[None, :]
         kt = tl.load(k_ptr + kv_off[None, :] + dk[:, None],
@@ -237,9 +242,10 @@ def _attention_kernel(q_ptr, mk_ptr, mv_ptr, mvalid_ptr, k_ptr, v_ptr,
         m_i = m_new
         v = tl.load(v_ptr + kv_off[:, None] + dk[None, :], mask=kvmask, other=0.0)  # [BLOCK_N, D]
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC).to(ACC)
-    # Each query's own ring buffer: M slots, one [BLOCK_Q, D] row-gather per slot.
+    # Each query's own ring buffer (the first split takes it): M slots, one
+    # [BLOCK_Q, D] row-gather per slot.
     qa = q.to(ACC)
-    for slot in range(0, M):
+    for slot in range(0, tl.where(s_id == 0, M, 0)):
         mem_off = (rq * M + slot) * d
         km = tl.load(mk_ptr + mem_off[:, None] + dk[None, :], mask=qmask, other=0.0).to(ACC)
         valid = tl.load(mvalid_ptr + rq * M + slot, mask=rmask, other=0) != 0
@@ -250,10 +256,56 @@ def _attention_kernel(q_ptr, mk_ptr, mv_ptr, mvalid_ptr, k_ptr, v_ptr,
         m_i = m_new
         vm = tl.load(mv_ptr + mem_off[:, None] + dk[None, :], mask=qmask, other=0.0).to(ACC)
         acc = acc * alpha[:, None] + p[:, None] * vm
+    if SPLIT:
+        # This split's running max, mass, entropy term and unnormalised output, for
+        # _attention_combine; rows past q1 are written too and never read.
+        part = (t * tl.num_programs(1) + s_id).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        tl.store(pm_ptr + part, m_i)
+        tl.store(pl_ptr + part, l_i)
+        tl.store(pu_ptr + part, u_i)
+        tl.store(pacc_ptr + part[:, None] * D + dk[None, :], acc)
+    else:
+        _attention_store(acc, l_i, u_i, rq, rmask, dk, qmask, a_ptr, h_ptr, d)
+
+
+@triton.jit
+def _attention_store(acc, l_i, u_i, rq, rmask, dk, qmask, a_ptr, h_ptr, d):
+    """Normalise and write a tile's output ``acc / l`` and entropy ``log l - u / l``."""
     out = acc / l_i[:, None]
     ent = tl.log(l_i) - u_i / l_i
     tl.store(a_ptr + rq[:, None] * d + dk[None, :], out.to(a_ptr.dtype.element_ty), mask=qmask)
     tl.store(h_ptr + rq, ent.to(h_ptr.dtype.element_ty), mask=rmask)
+
+
+@triton.jit
+def _attention_combine(tile_q0_ptr, tile_q1_ptr, pm_ptr, pl_ptr, pu_ptr, pacc_ptr, a_ptr, h_ptr,
+                       d, splits, D: tl.constexpr, BLOCK_Q: tl.constexpr, ACC: tl.constexpr):
+    """Fold a query tile's ``splits`` partial softmaxes (``_attention_kernel`` with SPLIT)."""
+    t = tl.program_id(0)
+    q0 = tl.load(tile_q0_ptr + t)
+    q1 = tl.load(tile_q1_ptr + t)
+    if q0 >= q1:
+        return
+    rq = (q0 + tl.arange(0, BLOCK_Q)).to(tl.int64)
+    rmask = rq < q1
+    dk = tl.arange(0, D)
+    qmask = rmask[:, None] & (dk < d)[None, :]
+    m_i = tl.full([BLOCK_Q], _NEG, ACC)
+    l_i = tl.zeros([BLOCK_Q], ACC)
+    u_i = tl.zeros([BLOCK_Q], ACC)
+    acc = tl.zeros([BLOCK_Q, D], ACC)
+    for s_id in range(0, splits):
+        part = (t * splits + s_id).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        m_s = tl.load(pm_ptr + part)
+        l_s = tl.load(pl_ptr + part)
+        m_new = tl.maximum(m_i, m_s)
+        # The split's mass and entropy term, moved from its own max to m_new.
+        beta = tl.exp(m_s - m_new)
+        du = beta * (tl.load(pu_ptr + part) + l_s * (m_s - m_new))
+        l_i, u_i, alpha = _fold(m_i, l_i, u_i, m_new, beta * l_s, du)
+        m_i = m_new
+        acc = acc * alpha[:, None] + beta[:, None] * tl.load(pacc_ptr + part[:, None] * D + dk[None, :])
+    _attention_store(acc, l_i, u_i, rq, rmask, dk, qmask, a_ptr, h_ptr, d)
 
 
 def _acc(dtype: torch.dtype):
@@ -269,6 +321,7 @@ def _pad(n: int) -> int:
 # read from the compiled kernels' resource usage rather than from timings.
 _WARPS = 8
 _COLS = 16  # output features per step of the row kernels' inner loop
+_COMBINE_WARPS = 4  # the attention's fold of split keys: elementwise, little work per row
 
 
 def _row_block(dtype: torch.dtype, D: int) -> int:
@@ -417,18 +470,45 @@ def _tiles(stream: torch.Tensor, B: int, N: int, block_q: int):
     return tbc.int(), q0.int(), q1.int()
 
 
+# Programs the attention aims for, per multiprocessor, when it splits the keys.
+_PROGRAMS_PER_SM = 4
+# Keys a split reads at least: its partial result (block_q x d) stays small
+# against its keys and values (2 x keys x d).
+_MIN_SPLIT_KEYS = 1024
+
+
+def _key_splits(live_tiles: int, n: int, block_n: int, device: torch.device,
+                splits: int | None) -> tuple[int, int]:
+    """``(splits, keys per split)``: how many programs share each query tile's keys.
+
+    Few open leaves make few query tiles, too few programs to fill the GPU, each
+    looping over all ``n`` keys; splitting the keys brings the count up to
+    ``_PROGRAMS_PER_SM`` per multiprocessor. ``splits`` forces a count (tests).
+    """
+    blocks = triton.cdiv(n, block_n)
+    if splits is None:
+        want = triton.cdiv(_PROGRAMS_PER_SM * _multiprocessors(device), live_tiles)
+        splits = min(want, max(1, n // _MIN_SPLIT_KEYS))
+    per = triton.cdiv(blocks, max(1, min(splits, blocks)))    # key blocks per split
+    return triton.cdiv(blocks, per), per * block_n
+
+
 def leaf_attention(q, stream, mem_k, mem_v, mem_valid, keys, values, temperature,
                    *, block_q: int | None = None, block_n: int | None = None,
-                   input_precision: str = "ieee"):
+                   input_precision: str = "ieee", splits: int | None = None):
     """Fused ``reference.leaf_attention`` (same arguments and returns, see there).
 
     ``stream`` must be sorted ascending (as ``nonzero`` gives it). Each program
     takes up to ``block_q`` queries of one stream and streams that stream's keys
-    ``block_n`` at a time, then the queries' own ring-buffer slots.
+    ``block_n`` at a time, then the queries' own ring-buffer slots. When there
+    are too few query tiles to fill the GPU, several programs share a tile's keys
+    and a second kernel folds their partial softmaxes (as flash-decoding does).
 
     Args:
         block_q, block_n: tile sizes (powers of two, >= 16); default by dtype and ``d``.
         input_precision: as for ``leaf_step``.
+        splits: programs per query tile (at most one per ``block_n`` keys);
+            default: by the number of query tiles and multiprocessors.
     """
     N, d = q.shape
     B, n, _ = keys.shape
@@ -446,12 +526,23 @@ def leaf_attention(q, stream, mem_k, mem_v, mem_valid, keys, values, temperature
     tile_b, tile_q0, tile_q1 = _tiles(stream, B, N, bq)
     M = mem_k.shape[1]
     valid = mem_valid.contiguous().view(torch.uint8)          # bool pointers differ by backend
-    _attention_kernel[(tile_b.shape[0],)](
+    G = tile_b.shape[0]
+    S, per_split = _key_splits(triton.cdiv(N, bq), n, bn, q.device, splits)
+    if S > 1:                                                 # each split's m, l, u and output
+        acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        pm, pl, pu = (q.new_empty(G * S * bq, dtype=acc_dtype) for _ in range(3))
+        pacc = q.new_empty(G * S * bq * D, dtype=acc_dtype)
+    else:
+        pm = pl = pu = pacc = ent                             # not touched without SPLIT
+    _attention_kernel[(G, S)](
         q.contiguous(), mem_k.contiguous(), mem_v.contiguous(), valid,
         keys.contiguous(), values.contiguous(), tile_b, tile_q0, tile_q1, a, ent,
-        n, d, M, 1.0 / float(temperature),
-        D=D, BLOCK_Q=bq, BLOCK_N=bn, ACC=_acc(q.dtype), PREC=input_precision,
+        pm, pl, pu, pacc, n, d, M, per_split, 1.0 / float(temperature),
+        D=D, BLOCK_Q=bq, BLOCK_N=bn, ACC=_acc(q.dtype), PREC=input_precision, SPLIT=S > 1,
         num_warps=_WARPS, enable_fp_fusion=True)
+    if S > 1:
+        _attention_combine[(G,)](tile_q0, tile_q1, pm, pl, pu, pacc, a, ent, d, S,
+                                 D=D, BLOCK_Q=bq, ACC=_acc(q.dtype), num_warps=_COMBINE_WARPS)
     return a, ent
 
 

@@ -248,6 +248,48 @@ def test_leaf_attention_interpreted(interp, B, n, d, M, open_fraction):
     _check_attention(interp, args, torch.float64, block_q=16, block_n=16)
 
 
+@pytest.mark.parametrize("B, n, M, open_fraction, splits", [
+    (1, 37, 0, 1.0, 2),      # 3 key blocks: 32 keys and 5
+    (3, 100, 4, 0.1, 5),     # 7 blocks: 4 splits of 2, 2, 2 and 1 (partial) blocks
+    (2, 50, 4, 1.0, 64),     # more splits asked than key blocks: one per block
+])
+def test_leaf_attention_interpreted_split_keys(interp, B, n, M, open_fraction, splits):
+    """Several programs per query tile, each over a range of the keys, folded by a
+    second kernel: the same softmax, output and entropy as one pass."""
+    _runtime_loops()
+    gen = torch.Generator().manual_seed(11 * n + M)
+    args = _attention_inputs(gen, B, n, 32, M, open_fraction)
+    _check_attention(interp, args, torch.float64, block_q=16, block_n=16, splits=splits)
+    # Cold: each split has its own max far from the others'.
+    _check_attention(interp, dict(args, temperature=0.02), torch.float64, block_q=16,
+                     block_n=16, splits=splits)
+    _check_attention(interp, args, torch.float32, block_q=16, block_n=16, splits=splits)
+
+
+def test_key_splits_fill_the_gpu_without_empty_splits():
+    """Few query tiles over many keys are split up to _PROGRAMS_PER_SM programs per
+    multiprocessor, never below _MIN_SPLIT_KEYS keys or one key block per split, and
+    the splits cover the keys with none empty; many tiles are not split."""
+    pytest.importorskip("triton")
+    from rtnclock.kernels import triton_leaf as T
+
+    cpu = torch.device("cpu")                                 # counts 4 multiprocessors
+    assert T._PROGRAMS_PER_SM * T._multiprocessors(cpu) == 16
+    cases = {  # (query tiles, n, block_n): (splits, keys per split)
+        (16, 65_536, 64): (1, 65_536),     # the tiles fill the programs already
+        (1, 65_536, 64): (16, 4_096),      # one tile: 16 programs
+        (3, 65_536, 64): (6, 10_944),      # 6 x 3 >= 16: 171 of 1,024 blocks each
+        (2, 5_000, 32): (4, 1_280),        # capped by 5,000 // 1,024
+        (1, 1_500, 64): (1, 1_536),        # under 2 x 1,024 keys: not split
+        (1, 100, 16): (1, 112),
+    }
+    for (tiles, n, bn), expected in cases.items():
+        S, per = T._key_splits(tiles, n, bn, cpu, None)
+        assert (S, per) == expected, (tiles, n, bn)
+        assert per % bn == 0 and (S - 1) * per < n <= S * per   # every split has keys
+    assert T._key_splits(1, 37, 16, cpu, 64) == (3, 16)       # forced: one per key block
+
+
 def test_leaf_attention_interpreted_peaked_and_low_precision(interp):
     _runtime_loops()
     gen = torch.Generator().manual_seed(3)
@@ -329,7 +371,7 @@ _TL_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16"
              torch.bfloat16: "bf16"}
 
 
-def _sm90_build(kernel, dtype, ints, constexprs, pointer_types=None):
+def _sm90_build(kernel, dtype, ints, constexprs, pointer_types=None, num_warps=8):
     """Compile ``kernel`` for sm_90 (no GPU needed); return ``(metadata, ptxas -v log)``."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -346,7 +388,7 @@ def _sm90_build(kernel, dtype, ints, constexprs, pointer_types=None):
             signature[name] = "i32" if name in ints else "fp64"
     built = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=fixed),
                            target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": 8, "enable_fp_fusion": True})
+                           options={"num_warps": num_warps, "enable_fp_fusion": True})
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "k.ptx"
         ptx.write_text(built.asm["ptx"])
@@ -370,10 +412,22 @@ def test_kernels_build_for_sm90_without_spills(name, dtype, d):
     acc = tl.float64 if dtype == torch.float64 else tl.float32
     if name == "leaf_attention":
         bq, bn = T._attention_block(dtype, d)
-        meta, log = _sm90_build(T._attention_kernel, dtype, {"n", "d", "M"},
-                                dict(D=d, BLOCK_Q=bq, BLOCK_N=bn, ACC=acc, PREC="ieee"),
-                                {"mvalid_ptr": "*u8", "tile_b_ptr": "*i32", "tile_q0_ptr": "*i32",
-                                 "tile_q1_ptr": "*i32"})
+        tiles = {"tile_b_ptr": "*i32", "tile_q0_ptr": "*i32", "tile_q1_ptr": "*i32"}
+        partial = {f"{p}_ptr": "*" + _TL_NAMES[torch.float64 if dtype == torch.float64
+                                               else torch.float32]
+                   for p in ("pm", "pl", "pu", "pacc")}
+        # Both passes of split keys, then the one-pass kernel (asserted below).
+        for split in (True, False):
+            meta, log = _sm90_build(T._attention_kernel, dtype,
+                                    {"n", "d", "M", "keys_per_split"},
+                                    dict(D=d, BLOCK_Q=bq, BLOCK_N=bn, ACC=acc, PREC="ieee",
+                                         SPLIT=split), dict(tiles, mvalid_ptr="*u8", **partial))
+            if split:
+                assert "0 bytes spill stores, 0 bytes spill loads" in log, log
+                combined, clog = _sm90_build(T._attention_combine, dtype, {"d", "splits"},
+                                             dict(D=d, BLOCK_Q=bq, ACC=acc), dict(tiles, **partial),
+                                             num_warps=T._COMBINE_WARPS)
+                assert "0 bytes spill stores, 0 bytes spill loads" in clog, clog
     else:
         rows = dict(D=d, BLOCK_R=T._row_block(dtype, d), JC=T._COLS, ACC=acc, PREC="ieee")
         if name == "leaf_step":
