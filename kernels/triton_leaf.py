@@ -1,12 +1,14 @@
 """Fused leaf-neuron kernels in Triton, same signatures as ``reference``.
 
 * ``leaf_step``: inertial Euler step, block-spin prediction, surprise and gate in
-  one pass over the rows (one program per ``block_rows`` rows; the weights are
-  loaded once per program).
+  one pass over the rows (one program per ``block_rows`` rows, or a persistent
+  grid looping over them; the weights are loaded once per tile, or once per
+  persistent program with ``keep_weights``).
 * ``leaf_vector_field``: the leaves' right-hand side at one solver stage.
 * ``leaf_attention``: gated attention over the compacted open queries with an
   online (flash-style) softmax over [own ring-buffer slots + the stream's ``n``
-  keys] that also accumulates the entropy, so no ``N x n`` weight matrix exists.
+  keys] that also accumulates the entropy, so no ``N x n`` weight matrix exists;
+  with few query tiles, programs split the keys and a second kernel folds them.
 
 Float32 matmuls use ``input_precision="ieee"`` (no TF32) so that float32 and
 float64 agree with the reference to rounding; float16/bfloat16 multiply on the
@@ -304,7 +306,8 @@ def _attention_combine(tile_q0_ptr, tile_q1_ptr, pm_ptr, pl_ptr, pu_ptr, pacc_pt
         du = beta * (tl.load(pu_ptr + part) + l_s * (m_s - m_new))
         l_i, u_i, alpha = _fold(m_i, l_i, u_i, m_new, beta * l_s, du)
         m_i = m_new
-        acc = acc * alpha[:, None] + beta[:, None] * tl.load(pacc_ptr + part[:, None] * D + dk[None, :])
+        acc_s = tl.load(pacc_ptr + part[:, None] * D + dk[None, :])
+        acc = acc * alpha[:, None] + beta[:, None] * acc_s
     _attention_store(acc, l_i, u_i, rq, rmask, dk, qmask, a_ptr, h_ptr, d)
 
 
@@ -485,7 +488,7 @@ def _key_splits(live_tiles: int, n: int, block_n: int, device: torch.device,
     looping over all ``n`` keys; splitting the keys brings the count up to
     ``_PROGRAMS_PER_SM`` per multiprocessor. ``splits`` forces a count (tests).
     """
-    blocks = triton.cdiv(n, block_n)
+    blocks = max(1, triton.cdiv(n, block_n))
     if splits is None:
         want = triton.cdiv(_PROGRAMS_PER_SM * _multiprocessors(device), live_tiles)
         splits = min(want, max(1, n // _MIN_SPLIT_KEYS))
