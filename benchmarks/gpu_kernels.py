@@ -58,9 +58,10 @@ SWEEP_LEAVES, QUICK_SWEEP = 4_000_000, 500
 # (rows per tile, output columns per step, warps, programs per SM, stages, weights
 # kept), where programs per SM 0 is one tile per program, and weights kept means a
 # persistent program loads the weights once rather than once per tile. Chosen from
-# ptxas's sm_90 report (Triton 3.9, tf32): the tiles that build without spills,
-# from the defaults (one program per multiprocessor) to small ones of which 2-6
-# programs fit, and persistent programs that keep the weights with 1-4 per SM.
+# ptxas's sm_90 report (benchmarks/sm90_tiles.py): from the defaults (one program
+# per multiprocessor) to small tiles of which 2-6 programs fit, and persistent
+# programs that keep the weights, 1-4 per SM. In tf32 all but four build without
+# spills; those four are kept to measure what spilling costs.
 SWEEP = {32: [(64, 16, 8, 0, 0, False), (64, 32, 8, 0, 0, False), (64, 32, 4, 0, 0, False),
               (32, 32, 2, 0, 0, False), (32, 32, 4, 0, 0, False), (32, 16, 4, 0, 0, False),
               (16, 32, 2, 0, 0, False), (128, 16, 8, 0, 0, False), (128, 32, 8, 0, 0, False),

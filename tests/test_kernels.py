@@ -7,11 +7,9 @@ The truth is always ``reference`` in float64 on the same (rounded) inputs.
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -361,41 +359,10 @@ def test_simulate_through_interpreted_kernels_equals_reference(interp, monkeypat
 # ---------------------------------------------------------------- sm_90 builds (CPU)
 
 
-# Triton compiles for a target without a GPU; ptxas reports registers, spills and
-# shared memory. Each kernel at its default tile sizes must build for the H100/H200
-# (sm_90) without spilling registers to local memory and within the 227 KiB of
-# shared memory a block can have there.
-SM90_SHARED_LIMIT = 227 * 1024
+# Each kernel at its default tile sizes must build for the H100/H200 (sm_90)
+# without spilling registers to local memory and within the shared memory a
+# block can have there (kernels.sm90: Triton builds for it without the GPU).
 GPU_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-_TL_NAMES = {torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16",
-             torch.bfloat16: "bf16"}
-
-
-def _sm90_build(kernel, dtype, ints, constexprs, pointer_types=None, num_warps=8):
-    """Compile ``kernel`` for sm_90 (no GPU needed); return ``(metadata, ptxas -v log)``."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.backends.nvidia.compiler import get_ptxas
-    from triton.compiler import ASTSource
-
-    signature, fixed = {}, {}
-    for i, name in enumerate(inspect.signature(kernel.fn).parameters):
-        if name in constexprs:
-            signature[name], fixed[(i,)] = "constexpr", constexprs[name]
-        elif name.endswith("_ptr"):
-            signature[name] = (pointer_types or {}).get(name, "*" + _TL_NAMES[dtype])
-        else:
-            signature[name] = "i32" if name in ints else "fp64"
-    built = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=fixed),
-                           target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": num_warps, "enable_fp_fusion": True})
-    with tempfile.TemporaryDirectory() as tmp:
-        ptx = Path(tmp) / "k.ptx"
-        ptx.write_text(built.asm["ptx"])
-        log = subprocess.run([get_ptxas(90).path, "-v", "--gpu-name=sm_90a", str(ptx),
-                              "-o", str(Path(tmp) / "k.cubin")],
-                             capture_output=True, text=True, check=True)
-    return built.metadata, log.stdout + log.stderr
 
 
 @pytest.mark.parametrize("d", [64, pytest.param(32, marks=pytest.mark.slow)])
@@ -407,36 +374,34 @@ def test_kernels_build_for_sm90_without_spills(name, dtype, d):
         pytest.skip("the interpreter builds nothing")
     import triton.language as tl
 
+    from rtnclock.kernels import sm90
     from rtnclock.kernels import triton_leaf as T
 
     acc = tl.float64 if dtype == torch.float64 else tl.float32
+    builds = []
     if name == "leaf_attention":
         bq, bn = T._attention_block(dtype, d)
         tiles = {"tile_b_ptr": "*i32", "tile_q0_ptr": "*i32", "tile_q1_ptr": "*i32"}
-        partial = {f"{p}_ptr": "*" + _TL_NAMES[torch.float64 if dtype == torch.float64
-                                               else torch.float32]
+        partial = {f"{p}_ptr": "*fp64" if dtype == torch.float64 else "*fp32"
                    for p in ("pm", "pl", "pu", "pacc")}
-        # Both passes of split keys, then the one-pass kernel (asserted below).
-        for split in (True, False):
-            meta, log = _sm90_build(T._attention_kernel, dtype,
-                                    {"n", "d", "M", "keys_per_split"},
-                                    dict(D=d, BLOCK_Q=bq, BLOCK_N=bn, ACC=acc, PREC="ieee",
-                                         SPLIT=split), dict(tiles, mvalid_ptr="*u8", **partial))
-            if split:
-                assert "0 bytes spill stores, 0 bytes spill loads" in log, log
-                combined, clog = _sm90_build(T._attention_combine, dtype, {"d", "splits"},
-                                             dict(D=d, BLOCK_Q=bq, ACC=acc), dict(tiles, **partial),
-                                             num_warps=T._COMBINE_WARPS)
-                assert "0 bytes spill stores, 0 bytes spill loads" in clog, clog
+        # One pass, and both passes of split keys.
+        for split in (False, True):
+            builds.append(sm90.build(T._attention_kernel, dtype, {"n", "d", "M", "keys_per_split"},
+                                     dict(D=d, BLOCK_Q=bq, BLOCK_N=bn, ACC=acc, PREC="ieee",
+                                          SPLIT=split), dict(tiles, mvalid_ptr="*u8", **partial)))
+        builds.append(sm90.build(T._attention_combine, dtype, {"d", "splits"},
+                                 dict(D=d, BLOCK_Q=bq, ACC=acc), dict(tiles, **partial),
+                                 num_warps=T._COMBINE_WARPS))
+    elif name == "leaf_step":
+        builds.append(sm90.leaf_step(dtype, d, d, block_rows=T._row_block(dtype, d),
+                                     cols=T._COLS, num_warps=T._WARPS))
     else:
-        rows = dict(D=d, BLOCK_R=T._row_block(dtype, d), JC=T._COLS, ACC=acc, PREC="ieee")
-        if name == "leaf_step":
-            meta, log = _sm90_build(T._leaf_step_kernel, dtype, {"rows", "d", "d_in"},
-                                    dict(rows, DI=d, STAGES=0, KEEP=False))
-        else:
-            meta, log = _sm90_build(T._vector_field_kernel, dtype, {"rows", "d"}, rows)
-    assert "0 bytes spill stores, 0 bytes spill loads" in log, log
-    assert meta.shared <= SM90_SHARED_LIMIT
+        builds.append(sm90.build(T._vector_field_kernel, dtype, {"rows", "d"},
+                                 dict(D=d, BLOCK_R=T._row_block(dtype, d), JC=T._COLS, ACC=acc,
+                                      PREC="ieee")))
+    for built in builds:
+        assert built.spilled == 0, built.log
+        assert built.shared <= sm90.SHARED_LIMIT
 
 
 # ---------------------------------------------------------------- compiled (CUDA)
