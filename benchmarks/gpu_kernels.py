@@ -150,14 +150,24 @@ def _step_args(n: int, d: int, dtype, device) -> tuple:
             1.7, 0.8, -0.3, 0.05, 0.01)
 
 
+def _step_bytes(n: int, d: int, dtype) -> int:
+    """Bytes a leaf step must move at ``B = 1``, ``d_in = d``: ``x, u, prior, x_bar``
+    (d each) and ``demand`` in, ``x_new`` (d), ``e`` and ``g`` out."""
+    return n * ((4 * d + 1) + (d + 2)) * torch.finfo(dtype).bits // 8
+
+
+def _deviation(got, want) -> float:
+    """Largest absolute difference between two tuples of outputs (a fast wrong kernel is no result)."""
+    return max(float((a - b).abs().max()) for a, b in zip(got, want))
+
+
 def _leaf_step_table(timer, fused, copy_bw, sizes, dtype, device, precisions, compiled) -> None:
     """Table 2: eager, compiled and fused leaf step (one fused column per matmul precision); d_in = d."""
     rows = []
     for d in (32, 64):
         for n in sizes:
             args = _step_args(n, d, dtype, device)
-            # in: x, u, prior, x_bar (d each), demand; out: x_new (d), e, g
-            moved = n * ((4 * d + 1) + (d + 2)) * torch.finfo(dtype).bits // 8
+            moved = _step_bytes(n, d, dtype)
             row = [n, d]
             for fn in (lambda: reference.leaf_step(*args),
                        (lambda: compiled(*args)) if compiled else None):
@@ -167,10 +177,8 @@ def _leaf_step_table(timer, fused, copy_bw, sizes, dtype, device, precisions, co
             for p in precisions:
                 t = _time(timer, lambda: fused.leaf_step(*args, input_precision=p),
                           f"fused leaf step {p} n={n} d={d}")
-                # A fast wrong kernel is no result: its largest deviation from eager.
                 got = fused.leaf_step(*args, input_precision=p)
-                row += [t * 1e3, 100 * moved / t / copy_bw,
-                        max(float((a - b).abs().max()) for a, b in zip(got, want))]
+                row += [t * 1e3, 100 * moved / t / copy_bw, _deviation(got, want)]
             rows.append(row)
     table(["n leaves", "d", "eager (ms)", "eager (% copy)", "compiled (ms)", "compiled (% copy)"]
           + [c for p in precisions for c in (f"fused {p} (ms)", "(% copy)", "max |fused - eager|")],
@@ -185,15 +193,14 @@ def _sweep_table(timer, fused, copy_bw, n, dtype, device, precisions) -> None:
     rows = []
     for d in (32, 64):
         args = _step_args(n, d, dtype, device)
-        moved = n * ((4 * d + 1) + (d + 2)) * torch.finfo(dtype).bits // 8
+        moved = _step_bytes(n, d, dtype)
         want = reference.leaf_step(*args)
         for p in precisions:
             for block, cols, warps, per_sm, stages, keep in SWEEP[d]:
                 kw = dict(block_rows=block, cols=cols, num_warps=warps, per_sm=per_sm,
                           stages=stages, keep_weights=keep, input_precision=p)
                 t = _time(timer, lambda: fused.leaf_step(*args, **kw), f"leaf step {kw}")
-                got = fused.leaf_step(*args, **kw)
-                err = max(float((a - b).abs().max()) for a, b in zip(got, want))
+                err = _deviation(fused.leaf_step(*args, **kw), want)
                 rows.append([d, p, block, cols, warps, per_sm or "-", stages if per_sm else "-",
                              "kept" if keep else "per tile", t * 1e3, 100 * moved / t / copy_bw,
                              err])

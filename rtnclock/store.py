@@ -47,10 +47,11 @@ but a run's arrays are mostly structure: dormant blocks repeat their state,
 closed gates and masks are constant, and the last chunk of each array is
 padding.  On a 60 s audio_stream run zstd-1 on the levels stored the run
 2.5x smaller than raw level chunks (4.4 vs 10.9 MiB on disk) for ~10% more
-writer time; higher levels bought nothing.  The events, the sensory frames and the checkpoint slots are
-raw: their chunks fill over many flushes, and a raw chunk takes each flush's
-rows in place (``zarrwriter``), where a compressed one is encoded again and
-replaced through a new file at every flush.
+writer time; higher levels bought nothing.  The events, the sensory frames
+and the checkpoint slots are raw: their chunks fill over many flushes, and a
+raw chunk takes each flush's rows in place (``zarrwriter``), where a
+compressed one is encoded again and replaced through a new file at every
+flush.
 """
 
 from __future__ import annotations
